@@ -16,8 +16,15 @@ checkpoints, metrics, NaN guards, resume, evaluators. A method owns:
   ``(new_state, metrics)`` where metrics is a flat dict of float32 scalars
   (must include ``"loss"``). The loop jits it once with ``donate_argnums=0``;
   ``rng`` is already folded with the step number.
-* ``encode(params_or_state, batch)``: features used by evaluators (kNN, linear
-  probe, fine-tuning heads). Optional.
+* ``encode(state, batch)``: pooled ``(B, D)`` float32 features used by the kNN
+  and linear-probe evaluators (eval mode, no masking). Optional.
+* ``classifier(num_outputs)``: a ``flax.linen`` module for full fine-tuning,
+  called as ``module.apply({"params": p, ...}, batch, train=bool, rngs=...)``
+  and returning ``(B, num_outputs)`` logits. Its params dict MUST hold the
+  pretrained backbone under the same key as the pretraining params
+  (``"encoder"``), so the fine-tune evaluator starts from
+  ``state["params"]["encoder"]`` (or from scratch for the baseline). Modules
+  with BatchNorm keep ``batch_stats`` the same way. Optional.
 
 Methods are constructed from the whole ``ConfigDict`` and must not read
 files or touch devices in ``__init__``.
@@ -53,6 +60,9 @@ class Method:
   # ---- optional -----------------------------------------------------------
   def encode(self, state: PyTree, batch: Batch) -> jax.Array:
     raise NotImplementedError(f"{type(self).__name__} has no encode()")
+
+  def classifier(self, num_outputs: int):
+    raise NotImplementedError(f"{type(self).__name__} has no classifier()")
 
   def eval_step(self, state: PyTree, batch: Batch) -> Metrics:
     """Metrics on a held-out batch (no parameter update). Optional."""
