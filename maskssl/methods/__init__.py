@@ -10,7 +10,6 @@ _REGISTRY = {
     "metamask": "maskssl.methods.metamask:MetaMask",
     "siamese": "maskssl.methods.siamese:Siamese",
     "sdmae": "maskssl.methods.sdmae:SDMAE",
-    "supervised": "maskssl.methods.supervised:Supervised",
 }
 
 

@@ -1,0 +1,49 @@
+"""Config helpers: readable errors for bad command-line overrides."""
+from __future__ import annotations
+
+import difflib
+import re
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  pass
+
+
+def all_keys(cfg, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in cfg.items():
+    path = f"{prefix}{k}"
+    keys.append(path)
+    if isinstance(v, ml_collections.ConfigDict):
+      keys.extend(all_keys(v, path + "."))
+  return keys
+
+
+def has_key(cfg, dotted: str) -> bool:
+  node = cfg
+  for part in dotted.split("."):
+    if isinstance(node, ml_collections.ConfigDict) and part in node:
+      node = node[part]
+    elif isinstance(node, (list, tuple)) and part.isdigit():
+      node = node[int(part)]
+    else:
+      return False
+  return True
+
+
+def unknown_override_message(cfg, argv, flag: str = "config") -> str | None:
+  """Explain the first ``--config.<key>=`` whose key the config lacks."""
+  pat = re.compile(rf"^--{flag}\.([A-Za-z0-9_.]+)")
+  keys = all_keys(cfg)
+  for arg in argv:
+    m = pat.match(arg)
+    if m and not has_key(cfg, m.group(1)):
+      key = m.group(1)
+      close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+      hint = f" Did you mean {', '.join(close)}?" if close else ""
+      return (f"unknown config key {key!r} in {arg!r}.{hint} "
+              "(every field of the config file can be overridden; new keys "
+              "cannot be added from the command line)")
+  return None

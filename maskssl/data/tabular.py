@@ -1,0 +1,203 @@
+"""Tabular (particle-physics) data: the embedded HIGGS sample, user CSVs and
+TFDS ``higgs``, as one token per scalar feature.
+
+Splits (deterministic in ``data.split_seed``):
+  * ``test`` / ``val``: held out (``test_size`` / ``val_size`` rows);
+  * ``pretrain``: every other row, labels unused (self-supervised);
+  * ``train``: the labelled pool, the first ``train_pool_size`` rows of the
+    pretraining rows in a seeded order; fine-tuning with N labels takes the
+    first N of it.
+Features are z-scored with per-feature statistics of the pretraining split
+(``feature_norm="zscore"``, spec §4) or left as published (``"none"``).
+Each example: ``x (28, 1) float32``, ``valid (28,) bool`` (all True),
+``label int32``.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+import os
+
+import ml_collections
+import numpy as np
+
+from maskssl.data.base import ArrayDataset, DataError, split_indices
+
+NUM_FEATURES = 28
+HIGGS_COLUMNS = (
+    "lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude",
+    "missing_energy_phi", "jet_1_pt", "jet_1_eta", "jet_1_phi", "jet_1_btag",
+    "jet_2_pt", "jet_2_eta", "jet_2_phi", "jet_2_btag", "jet_3_pt",
+    "jet_3_eta", "jet_3_phi", "jet_3_btag", "jet_4_pt", "jet_4_eta",
+    "jet_4_phi", "jet_4_btag", "m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb",
+    "m_wbb", "m_wwbb")
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(dict(
+      name="higgs", source="embedded", path="", tfds_data_dir="",
+      max_rows=0, split_seed=0, test_size=1500, val_size=1000,
+      train_pool_size=1500, feature_norm="zscore", label_column="last"))
+  cfg.update(overrides)
+  return cfg
+
+
+# ---------------------------------------------------------------- readers --
+def _embedded() -> tuple[np.ndarray, np.ndarray]:
+  ref = importlib.resources.files("maskssl") / "resources/higgs_sample.npz"
+  with importlib.resources.as_file(ref) as p, np.load(p) as z:
+    return z["features"].astype(np.float32), z["label"].astype(np.int32)
+
+
+def read_csv(path: str, num_features: int = NUM_FEATURES,
+             label_column: str = "last", max_rows: int = 0
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """Read ``num_features`` numeric features + a 0/1 label per row.
+
+  ``label_column`` is "last" (HIGGS sample layout) or "first" (UCI
+  HIGGS.csv layout). A header row is skipped if its cells are not numbers.
+  Errors name the file and the 1-based line.
+  """
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file (data.path)")
+  if label_column not in ("last", "first"):
+    raise DataError(f"data.label_column must be 'last' or 'first', got "
+                    f"{label_column!r}")
+  want = num_features + 1
+  rows = []
+  opener = open
+  if path.endswith(".gz"):
+    import gzip
+    opener = gzip.open
+  with opener(path, "rt", newline="") as f:
+    for lineno, cells in enumerate(csv.reader(f), start=1):
+      if not cells or all(not c.strip() for c in cells):
+        continue
+      if len(cells) != want:
+        raise DataError(
+            f"{path}:{lineno}: expected {want} comma-separated columns "
+            f"({num_features} features + label), found {len(cells)}")
+      try:
+        vals = [float(c) for c in cells]
+      except ValueError:
+        if lineno == 1 and not rows:
+          continue  # header
+        bad = next(c for c in cells if not _is_float(c))
+        raise DataError(f"{path}:{lineno}: non-numeric cell {bad!r}") from None
+      rows.append(vals)
+      if max_rows and len(rows) >= max_rows:
+        break
+  if not rows:
+    raise DataError(f"{path}: no data rows")
+  a = np.asarray(rows, np.float64)
+  if not np.isfinite(a).all():
+    r, c = np.argwhere(~np.isfinite(a))[0]
+    raise DataError(f"{path}: non-finite value in data row {r + 1}, "
+                    f"column {c + 1}")
+  if label_column == "last":
+    x, y = a[:, :-1], a[:, -1]
+  else:
+    x, y = a[:, 1:], a[:, 0]
+  if not np.isin(y, (0.0, 1.0)).all():
+    r = int(np.argmax(~np.isin(y, (0.0, 1.0))))
+    raise DataError(f"{path}: label of data row {r + 1} is {y[r]!r}, not 0/1 "
+                    f"(data.label_column={label_column!r})")
+  return x.astype(np.float32), y.astype(np.int32)
+
+
+def _is_float(s: str) -> bool:
+  try:
+    float(s)
+    return True
+  except ValueError:
+    return False
+
+
+def _tfds(cfg) -> tuple[np.ndarray, np.ndarray]:
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as e:  # pragma: no cover - core dependency
+    raise DataError("data.source='tfds' needs tensorflow-datasets") from e
+  try:
+    src = tfds.data_source("higgs", split="train",
+                           data_dir=cfg.tfds_data_dir or None,
+                           download=False)
+  except Exception as e:
+    raise DataError(
+        "TFDS 'higgs' is not prepared locally in array_record format "
+        f"({type(e).__name__}: {str(e)[:200]}). Prepare it once with "
+        "`tfds build higgs --file_format=array_record` (needs the [tf] "
+        "extra and network), or pass --config.data.path=HIGGS.csv") from e
+  n = len(src) if not cfg.max_rows else min(len(src), int(cfg.max_rows))
+  x = np.empty((n, NUM_FEATURES), np.float32)
+  y = np.empty((n,), np.int32)
+  chunk = 65536
+  for s in range(0, n, chunk):
+    recs = src.__getitems__(list(range(s, min(n, s + chunk))))
+    for i, r in enumerate(recs):
+      x[s + i] = [r[c] for c in HIGGS_COLUMNS]
+      y[s + i] = int(r["class_label"])
+  return x, y
+
+
+@functools.lru_cache(maxsize=8)
+def _load_all(source: str, path: str, label_column: str, max_rows: int,
+              tfds_data_dir: str):
+  if path:
+    return read_csv(path, label_column=label_column, max_rows=max_rows)
+  if source == "embedded":
+    x, y = _embedded()
+    return (x[:max_rows], y[:max_rows]) if max_rows else (x, y)
+  if source == "tfds":
+    cfg = ml_collections.ConfigDict(dict(tfds_data_dir=tfds_data_dir,
+                                         max_rows=max_rows))
+    return _tfds(cfg)
+  raise DataError(f"data.source must be 'embedded' or 'tfds' (or set "
+                  f"data.path), got {source!r}")
+
+
+def _splits(cfg, n: int) -> dict[str, np.ndarray]:
+  test, val = int(cfg.test_size), int(cfg.val_size)
+  if test + val >= n:
+    raise DataError(f"data set has {n} rows, too few for test_size={test} + "
+                    f"val_size={val} and a pretraining split")
+  parts = split_indices(n, dict(test=test / n, val=val / n), cfg.split_seed)
+  held = np.zeros(n, bool)
+  held[parts["test"]] = held[parts["val"]] = True
+  pretrain = np.flatnonzero(~held)
+  order = np.random.default_rng([int(cfg.split_seed), 1]).permutation(
+      len(pretrain))
+  pool = min(int(cfg.train_pool_size), len(pretrain))
+  parts["pretrain"] = pretrain
+  parts["train"] = pretrain[order[:pool]]
+  return parts
+
+
+def load_split(cfg, split: str) -> ArrayDataset:
+  x, y = _load_all(cfg.get("source", "embedded"), cfg.get("path", ""),
+                   cfg.get("label_column", "last"),
+                   int(cfg.get("max_rows", 0)), cfg.get("tfds_data_dir", ""))
+  if x.shape[1] != NUM_FEATURES:
+    raise DataError(f"expected {NUM_FEATURES} features, got {x.shape[1]}")
+  parts = _splits(cfg, len(x))
+  if split not in parts:
+    raise DataError(f"unknown split {split!r}; use {sorted(parts)}")
+  idx = parts[split]
+  feats = x[idx]
+  meta = dict(task="binary", num_classes=2, num_features=NUM_FEATURES,
+              input_kind="continuous", columns=HIGGS_COLUMNS)
+  norm = cfg.get("feature_norm", "zscore")
+  if norm == "zscore":
+    ref = x[parts["pretrain"]]
+    mean, std = ref.mean(0), ref.std(0)
+    std = np.where(std > 0, std, 1.0)
+    feats = (feats - mean) / std
+    meta.update(feature_mean=mean.tolist(), feature_std=std.tolist())
+  elif norm != "none":
+    raise DataError(f"data.feature_norm must be 'zscore' or 'none', got "
+                    f"{norm!r}")
+  arrays = dict(x=feats.astype(np.float32)[..., None],
+                valid=np.ones(feats.shape, bool),
+                label=y[idx].astype(np.int32))
+  return ArrayDataset(arrays, meta)

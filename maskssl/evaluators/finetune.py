@@ -1,0 +1,166 @@
+"""Full fine-tuning evaluator (the SMA reference protocol, spec §5.2).
+
+For every ``num_labels`` N and seed, fine-tune ``method.classifier`` on the
+first N examples of the labelled ``train`` split — starting from the
+pretrained encoder (``init="pretrained"``) and/or from scratch
+(``init="scratch"``, the baseline) — with the shared train loop, pick the
+step with the best validation score, and report test scores at that step
+("best-val") and at the last step ("last"). Each run lives in
+``<workdir>/<name>/n<N>_<init>_seed<s>/`` with its own checkpoints, metrics
+and ``result.json``; finished runs are not repeated when the evaluation is
+restarted.
+
+eval_config fields: ``num_labels`` (tuple; 0 = the whole pool), ``seeds``,
+``inits``, ``batch_size``, ``total_steps`` or ``num_epochs``, ``eval_every``,
+``optim`` (as config.optim), ``task`` ("auto" = from the data set),
+``model_overrides`` (e.g. fine-tuning dropout), ``eval_batch_size``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from maskssl import optim as optim_lib
+from maskssl import parallel
+from maskssl import train as train_lib
+from maskssl.data import load_split
+from maskssl.data.base import DataError
+from maskssl.evaluators import common, scores
+from maskssl.methods import get_method
+from maskssl.methods.supervised import Supervised, num_outputs_for
+
+
+def _selection_key(task: str) -> tuple[str, float]:
+  """(metric, sign) used to pick the best validation step."""
+  if task in ("binary", "binary_mse"):
+    return "auc", 1.0
+  if task == "multiclass":
+    return "accuracy", 1.0
+  return "rmse", -1.0
+
+
+def _finetune_config(config, ecfg) -> ml_collections.ConfigDict:
+  ft = copy.deepcopy(config)
+  with ft.unlocked():
+    for k, v in (ecfg.get("model_overrides", None) or {}).items():
+      ft.model[k] = v
+  return ft
+
+
+def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
+            init: str, seed: int, workdir: str, datasets: dict, task: str,
+            mesh) -> dict:
+  out_path = os.path.join(workdir, "result.json")
+  if os.path.exists(out_path):
+    with open(out_path) as f:
+      return json.load(f)
+  train_ds = datasets["train"]
+  pool = len(train_ds)
+  n = pool if n_labels in (0, None) else int(n_labels)
+  if n > pool:
+    raise DataError(f"num_labels={n} exceeds the labelled pool of {pool} "
+                    "examples (data.train_pool_size)")
+  train_ds = train_ds.take(np.arange(n))
+  ndev = mesh.devices.size
+  bs = min(int(ecfg.batch_size), n - n % ndev)
+  if bs <= 0:
+    raise DataError(f"num_labels={n} is smaller than the {ndev} devices")
+  method = get_method(method_cls_config)
+  num_classes = int(train_ds.meta.get("num_classes", 2))
+  module = method.classifier(num_outputs_for(task, num_classes))
+  lc_cfg = ml_collections.ConfigDict(dict(
+      batch_size=bs, seed=seed,
+      total_steps=int(ecfg.get("total_steps", 0) or 0),
+      num_epochs=float(ecfg.get("num_epochs", 0) or 0),
+      log_every=int(ecfg.get("log_every", 100)),
+      checkpoint_every=10 ** 9, keep_checkpoints=1,
+      parallel=config.get("parallel", {})))
+  lc = train_lib.loop_config(lc_cfg, n, stage="finetune",
+                             verbose=bool(ecfg.get("verbose", True)))
+  tx = optim_lib.make_optimizer(ecfg.optim, lc.total_steps)
+  sup = Supervised(module, task, tx,
+                   pretrained if init == "pretrained" else None)
+  ebs = int(ecfg.get("eval_batch_size", 256))
+
+  def evaluate(split):
+    preds = common.apply_in_batches(sup.predict, _state_ref["s"],
+                                    datasets[split], ebs, mesh)
+    return scores.task_scores(task, datasets[split].arrays["label"], preds)
+
+  _state_ref = {}
+  key, sign = _selection_key(task)
+  best = {"score": -np.inf}
+
+  def hook(step, state):
+    _state_ref["s"] = state
+    val = evaluate("val")
+    test = evaluate("test")
+    if sign * val[key] > best["score"]:
+      best.update(score=sign * val[key], step=step, val=val, test=test)
+    return {**{f"val_{k}": v for k, v in val.items()},
+            **{f"test_{k}": v for k, v in test.items()}}
+
+  every = int(ecfg.get("eval_every", 0) or 0) or lc.total_steps
+  _, summary = train_lib.train_loop(
+      sup, train_ds, lc, workdir, mesh=mesh,
+      run_meta=dict(n_labels=n, init=init), hooks=[(every, hook)])
+  last = summary["hook_results"][-1]
+  result = dict(
+      n_labels=n, init=init, seed=seed, steps=lc.total_steps,
+      best_step=int(best.get("step", lc.total_steps)),
+      **{f"best_{k}": v for k, v in best.get("test", {}).items()},
+      **{f"last_{k[5:]}": v for k, v in last.items()
+         if k.startswith("test_")},
+      **{f"last_val_{k[4:]}": v for k, v in last.items()
+         if k.startswith("val_")})
+  if jax.process_index() == 0:
+    with open(out_path, "w") as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+def run(config, eval_config, method, state, workdir) -> dict:
+  """Fine-tune sweeps; returns flat ``{metric: value}`` with mean/std."""
+  ecfg = eval_config
+  mesh = parallel.make_mesh()
+  datasets = {s: load_split(config.data, s) for s in ("train", "val", "test")}
+  task = ecfg.get("task", "auto")
+  if task == "auto":
+    task = datasets["train"].meta.get("task", "binary")
+  ft_config = _finetune_config(config, ecfg)
+  pretrained = None
+  if state is not None:
+    pretrained = {"params": train_lib.host_numpy(
+        {"encoder": state["params"]["encoder"]})}
+    if "batch_stats" in state and "encoder" in state["batch_stats"]:
+      pretrained["batch_stats"] = train_lib.host_numpy(
+          {"encoder": state["batch_stats"]["encoder"]})
+  inits = tuple(ecfg.get("inits", ("pretrained", "scratch")))
+  if state is None:
+    inits = tuple(i for i in inits if i != "pretrained")
+  results, flat = [], {}
+  for n in tuple(ecfg.num_labels):
+    for init in inits:
+      runs = []
+      for seed in tuple(ecfg.get("seeds", (0,))):
+        sub = os.path.join(workdir, f"n{n}_{init}_seed{seed}")
+        r = run_one(config, ecfg, ft_config, pretrained, n, init, seed, sub,
+                    datasets, task, mesh)
+        runs.append(r)
+        results.append(r)
+      metric_keys = [k for k in runs[0] if k.startswith(("best_", "last_"))
+                     and k not in ("best_step",)]
+      for k in metric_keys:
+        m, s = scores.mean_std([r[k] for r in runs])
+        flat[f"n{n}/{init}/{k}"] = m
+        flat[f"n{n}/{init}/{k}_std"] = s
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(dict(task=task, runs=results, summary=flat), f, indent=2)
+  return flat

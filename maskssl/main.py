@@ -1,0 +1,107 @@
+r"""maskssl command line: pretrain -> evaluate, resumable, from a config file.
+
+  python -m maskssl.main --config=configs/sma_particle.py            # full
+  python -m maskssl.main --config=configs/sma_particle.py:quick      # minutes
+  python -m maskssl.main --config=configs/sma_particle.py \
+      --config.batch_size=128 --workdir=runs/my_run                   # overrides
+  python -m maskssl.main --config=... --mode=evaluate --workdir=runs/my_run \
+      [--step=N]                                                      # eval only
+
+Rerunning the same command with the same --workdir resumes from the newest
+checkpoint (SIGTERM / Ctrl-C save first). Without --workdir a directory
+under ./runs/ named after the config is used (and printed).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with ':variant' (e.g. :quick).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Run directory (checkpoints, metrics.jsonl, results). "
+    "Default: ./runs/<config name>[_<variant>].")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "evaluate"],
+    "train: pretrain (resuming if possible) then run the evaluators; "
+    "evaluate: restore a checkpoint and run the evaluators only.")
+_STEP = flags.DEFINE_integer(
+    "step", None, "With --mode=evaluate: checkpoint step (default latest).")
+_COORD = flags.DEFINE_string(
+    "coordinator_address", None,
+    "Multi-host: host:port of process 0 for jax.distributed.initialize "
+    "(auto-detected on Cloud TPU / SLURM when --multihost is set).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Multi-host: count.")
+_PID = flags.DEFINE_integer("process_id", None, "Multi-host: this process.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() (auto-detect).")
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, variant = (config_arg or "config").partition(":")
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join("runs", name + (f"_{variant}" if variant else ""))
+
+
+def _parse_flags(argv):
+  """absl flag parsing with a readable error for unknown config keys."""
+  from maskssl.config_utils import unknown_override_message
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:
+    # An override names a key the config does not have: load the config
+    # alone to name the key and suggest close ones.
+    cfg_arg = next((a.split("=", 1)[1] for a in argv
+                    if a.startswith("--config=")), None)
+    msg = None
+    if cfg_arg:
+      base = [argv[0], f"--config={cfg_arg}"]
+      flags.FLAGS.unparse_flags()
+      flags.FLAGS(base)
+      msg = unknown_override_message(flags.FLAGS.config, argv)
+    print(f"error: {msg or e}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. "
+                         "--config=configs/sma_particle.py:quick")
+  if _MULTIHOST.value or _COORD.value:
+    from maskssl import distributed
+    distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
+  from maskssl import pipeline
+  config_arg = flags.FLAGS["config"].serialize().split("=", 1)[-1]
+  workdir = _WORKDIR.value or default_workdir(config_arg)
+  if _WORKDIR.value is None:
+    print(f"no --workdir given: using {os.path.abspath(workdir)}",
+          flush=True)
+  try:
+    if _MODE.value == "train":
+      pipeline.train_and_evaluate(_CONFIG.value, workdir)
+    else:
+      pipeline.evaluate(_CONFIG.value, workdir, step=_STEP.value)
+  except pipeline.UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except pipeline.Interrupted as e:
+    print(str(e), file=sys.stderr, flush=True)
+    sys.exit(130 if e.signal_name == "SIGINT" else 143)
+
+
+def run():
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

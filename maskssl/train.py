@@ -1,0 +1,258 @@
+"""The one generic training loop shared by every method and fine-tuning.
+
+    state = train_loop(method, dataset, loop_config, workdir)
+
+* shape-first init (``jax.eval_shape``), then a jitted init straight into the
+  target shardings (replicated, or FSDP-sharded by ``parallel.fsdp``);
+* resume: the newest readable orbax checkpoint in ``<workdir>/checkpoints``
+  is restored automatically (corrupt newest -> previous, with a warning);
+* one ``jax.jit`` train step with the state donated; the step's rng is
+  ``fold_in(rng, state["step"])`` so randomness depends only on (seed, step);
+* data order is a pure function of (seed, step) (:mod:`maskssl.data.base`),
+  so an interrupted and resumed run is bit-identical to an uninterrupted one;
+* metrics stay on device between log steps (no per-step host sync); at each
+  log step they are fetched, checked for NaN/Inf (naming the first bad
+  step), written as JSON lines and shown as a progress line;
+* checkpoints every ``checkpoint_every`` steps, at the end, and on SIGTERM /
+  Ctrl-C (saved at the next step boundary, then :class:`Interrupted`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskssl import checkpoint as ckpt_lib
+from maskssl import metrics as metrics_lib
+from maskssl import parallel
+from maskssl.data.base import ArrayDataset, batch_indices, host_slice
+from maskssl.data.base import steps_per_epoch
+
+
+class Interrupted(Exception):
+  """Training stopped by a signal after saving a checkpoint."""
+
+  def __init__(self, signal_name: str, step: int, checkpoint_dir: str):
+    super().__init__(
+        f"stopped by {signal_name} at step {step}; checkpoint saved in "
+        f"{checkpoint_dir}. Run the same command again to resume.")
+    self.signal_name, self.step = signal_name, step
+
+
+@dataclasses.dataclass
+class LoopConfig:
+  """What the loop needs; built from a ConfigDict by :func:`loop_config`."""
+  batch_size: int
+  total_steps: int
+  seed: int = 0
+  log_every: int = 50
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  async_checkpoints: bool = True
+  fsdp: bool = False
+  fsdp_min_size: int = 2 ** 14
+  stage: str = "pretrain"
+  verbose: bool = True
+
+
+def loop_config(config, dataset_size: int, stage: str = "pretrain",
+                **overrides) -> LoopConfig:
+  """LoopConfig from the top-level config (``total_steps`` or
+  ``num_epochs`` define the length)."""
+  bs = int(config.batch_size)
+  total = int(config.get("total_steps", 0) or 0)
+  if total <= 0:
+    epochs = float(config.get("num_epochs", 0) or 0)
+    if epochs <= 0:
+      raise ValueError("set config.total_steps or config.num_epochs > 0")
+    total = max(1, int(round(epochs * steps_per_epoch(dataset_size, bs))))
+  par = config.get("parallel", None) or {}
+  kw = dict(batch_size=bs, total_steps=total, seed=int(config.seed),
+            log_every=int(config.get("log_every", 50)),
+            checkpoint_every=int(config.get("checkpoint_every", 1000)),
+            keep_checkpoints=int(config.get("keep_checkpoints", 3)),
+            async_checkpoints=bool(config.get("async_checkpoints", True)),
+            fsdp=bool(par.get("fsdp", False)),
+            fsdp_min_size=int(par.get("fsdp_min_size", 2 ** 14)),
+            stage=stage)
+  kw.update(overrides)
+  return LoopConfig(**kw)
+
+
+def example_batch(dataset: ArrayDataset, lc: LoopConfig) -> dict:
+  """This process's share of the step-0 batch (for shapes)."""
+  idx = batch_indices(len(dataset), lc.batch_size, 0, lc.seed)
+  sl = host_slice(lc.batch_size, jax.process_index(), jax.process_count())
+  return dataset.batch(idx[sl])
+
+
+def init_state(method, batch: dict, lc: LoopConfig, mesh) -> tuple[Any, Any]:
+  """Shape-first init into the target shardings; returns (state, shardings).
+
+  ``batch`` is a host-local example batch; it is only used for shapes."""
+  rng = jax.random.fold_in(jax.random.PRNGKey(lc.seed), 0)
+  abstract = jax.eval_shape(method.init_state, rng, batch)
+  shardings = parallel.state_shardings(abstract, mesh, lc.fsdp,
+                                       lc.fsdp_min_size)
+  state = jax.jit(method.init_state, out_shardings=shardings)(rng, batch)
+  return state, shardings
+
+
+def abstract_state(method, batch: dict, lc: LoopConfig, mesh) -> Any:
+  """ShapeDtypeStructs with shardings, for restoring without initialising."""
+  rng = jax.random.fold_in(jax.random.PRNGKey(lc.seed), 0)
+  abstract = jax.eval_shape(method.init_state, rng, batch)
+  shardings = parallel.state_shardings(abstract, mesh, lc.fsdp,
+                                       lc.fsdp_min_size)
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract, shardings)
+
+
+def make_step_fn(method, seed: int, shardings, mesh):
+  """The jitted, donated train step: ``(state, batch) -> (state, metrics)``."""
+  base_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+  data = parallel.batch_sharding(mesh)
+
+  def step(state, batch):
+    rng = jax.random.fold_in(base_rng, state["step"])
+    new_state, metrics = method.train_step(state, batch, rng)
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    return new_state, metrics
+
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(shardings, data),
+                 out_shardings=(shardings, parallel.replicated(mesh)))
+
+
+def _flush(pending, writer, progress, lc, last_ckpt, ckpt_dir, lr_fn):
+  """Fetch pending per-step metrics, NaN-check each, log the newest."""
+  if not pending:
+    return None
+  host = jax.device_get(pending)
+  last = None
+  for step, m in host:
+    m = metrics_lib.to_python(m)
+    metrics_lib.check_finite(step, m, last_ckpt, ckpt_dir)
+    last = (step, m)
+  step, m = last
+  if lr_fn is not None:
+    m["lr"] = float(lr_fn(step - 1))
+  m["steps_per_sec"] = progress.rate(step)
+  writer.write(step, m, stage=lc.stage)
+  progress.report(step, m)
+  pending.clear()
+  return m
+
+
+def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
+               mesh=None, run_meta: dict | None = None, lr_fn=None,
+               hooks=()):
+  """Train ``method`` on ``dataset``; resumes from ``workdir`` if possible.
+
+  ``hooks`` is a sequence of ``(every, fn)``; ``fn(step, state) -> dict``
+  runs every ``every`` steps and at the end (e.g. validation), its result is
+  logged under stage ``<stage>_eval`` and collected in
+  ``summary["hook_results"]``.
+
+  Returns ``(state, summary)``; raises :class:`Interrupted` after saving when
+  SIGTERM/SIGINT arrives, and :class:`maskssl.metrics.NonFiniteError` on
+  NaN/Inf (keeping the last good checkpoint)."""
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch_size(lc.batch_size, mesh)
+  spe = steps_per_epoch(len(dataset), lc.batch_size)
+  is_main = jax.process_index() == 0
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  checkpointer = ckpt_lib.Checkpointer(ckpt_dir, lc.keep_checkpoints,
+                                       lc.async_checkpoints)
+  writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
+  sl = host_slice(lc.batch_size, jax.process_index(), jax.process_count())
+
+  def host_batch(step):
+    return dataset.batch(batch_indices(len(dataset), lc.batch_size, step,
+                                       lc.seed)[sl])
+
+  t_init = time.perf_counter()
+  first = host_batch(0)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    target = abstract_state(method, first, lc, mesh)
+    shardings = jax.tree.map(lambda x: x.sharding, target)
+    start, state, meta = checkpointer.restore(target)
+    if lc.verbose and is_main:
+      print(f"[{lc.stage}] resuming from checkpoint step {start} in "
+            f"{ckpt_dir}", flush=True)
+  else:
+    state, shardings = init_state(method, first, lc, mesh)
+    start = 0
+  start = int(jax.device_get(state["step"]))
+  step_fn = make_step_fn(method, lc.seed, shardings, mesh)
+  meta = dict(run_meta or {}, stage=lc.stage, steps_per_epoch=spe,
+              total_steps=lc.total_steps, batch_size=lc.batch_size,
+              seed=lc.seed)
+  progress = metrics_lib.Progress(lc.total_steps, start, lc.stage,
+                                  enabled=lc.verbose and is_main)
+  pending: list = []
+  last_ckpt = latest
+  last_metrics = None
+  t_compile = None
+  hook_results: list = []
+  try:
+    with ckpt_lib.StopSignal() as stop:
+      step = start
+      while step < lc.total_steps:
+        batch = parallel.global_batch(host_batch(step), mesh)
+        state, m = step_fn(state, batch)
+        step += 1
+        pending.append((step, m))
+        if t_compile is None:
+          jax.block_until_ready(m)
+          t_compile = time.perf_counter() - t_init
+          progress.mark_compiled(step)
+        done = step == lc.total_steps
+        save = done or step % lc.checkpoint_every == 0 or stop.requested
+        if save or step % lc.log_every == 0 or step == start + 1:
+          last_metrics = _flush(pending, writer, progress, lc, last_ckpt,
+                                ckpt_dir, lr_fn) or last_metrics
+        hook_out = {}
+        for every, fn in hooks:
+          if done or step % every == 0:
+            hook_out.update(fn(step, state) or {})
+        if hook_out:
+          hook_results.append(dict(hook_out, step=step))
+          writer.write(step, hook_out, stage=lc.stage + "_eval")
+        if save:
+          checkpointer.save(step, state, meta, force=True)
+          last_ckpt = step
+        if stop.requested and not done:
+          checkpointer.wait()
+          raise Interrupted(stop.requested, step, ckpt_dir)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
+    writer.close()
+  summary = dict(last_metrics or {}, final_step=int(lc.total_steps),
+                 start_step=start,
+                 init_and_compile_s=round(t_compile or 0.0, 3),
+                 hook_results=hook_results)
+  return state, summary
+
+
+def save_run_config(config, workdir: str):
+  """Write the resolved config (JSON) next to the checkpoints."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def host_numpy(tree) -> Any:
+  return jax.tree.map(np.asarray, jax.device_get(tree))
