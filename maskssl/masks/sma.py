@@ -1,0 +1,406 @@
+"""SMA self-guided (attention-derived) masks, as pure jit-friendly functions.
+
+Implements spec ``sma.md`` section 3 (static-shape version of the official
+``RandomlySelectedCrossAttentionMasking``, Johnathan-Xie/sma @ bdc1877):
+
+1. ``P = softmax(S)`` of the detached layer-1 logits ``S: (B, Nh, Lq, N)``;
+2. pick a uniform random subset of ``m`` queries (``m = rnd(n r / k)`` per
+   example in transformer mode, ``round(N r / k)`` from the PADDED length in
+   Perceiver mode);
+3. sum their attention rows (``mean`` over heads, or one random head per
+   (example, query) for ``random_mix``);
+4. mask the ``K = rnd(r n)`` valid tokens with the largest summed attention
+   (optionally a curriculum share ``K2`` of them uniformly at random instead).
+
+Static shapes: counts become boolean masks through sorting. Only the ``m_max``
+selected query rows are gathered and soft-maxed (``m_max = rnd(N r / k)`` is a
+static bound), so the cost is ``O(B * Nh_used * m_max * N)`` instead of the full
+``(B, Nh, Lq, N)`` softmax. Two selection paths give identical results:
+
+* ``"ranks"``: ``ranks(x) = argsort(argsort(x, stable))`` (default for small N);
+* ``"top_k"``: ``lax.top_k`` with the static bounds ``m_max``/``K_max`` and a
+  scatter back to ``(B, N)`` (used automatically when ``max(Lq, N) > 1024``).
+Ties are always broken towards the lower index (stable sort / ``lax.top_k``).
+
+Rounding is round-half-to-even of float32 products, like ``torch.round`` in the
+reference: ``K = round(float32(r) * float32(n))``, ``m = round(float32(n) *
+float32(r) / float32(k))``; Perceiver-mode ``m`` uses Python ``round`` on a
+double, as the reference does.
+
+Deliberate deviations from the official code (all documented in the tests):
+
+* **Padding is never masked.** The official ``topk`` runs over all N positions,
+  pads included (they score 0). When no query is selected (``m = 0`` for
+  short sequences) or valid scores underflow to 0, it can pick pad positions.
+  Here the top-K is restricted to valid tokens with ties broken towards the
+  lower index, so the count is still exactly ``round(r n)`` and every masked
+  token is real.
+* **Rows with m = 0** (no query selected; the summed score is all zeros) mask
+  ``K`` valid tokens uniformly at random (score replaced by a uniform draw,
+  ``draws["tie_key"]`` to replay) instead of the reference's arbitrary
+  torch.topk tie order (which can pick pads) or an always-first-K bias.
+* **Degenerate guard:** ``K1 <= n - 1`` and ``K2 <= n - 1 - K1`` so at least one
+  valid key survives (no effect for ratios <= 0.5).
+* The branch is keyed on ``cfg.mode``, not on ``Lq == N``; ``mask_self`` is only
+  applied in transformer mode (the reference would also overwrite latent
+  indices in Perceiver mode, which is meaningless).
+* ``mask_self_value="inf"`` (optional) guarantees that selected queries are
+  masked even when ``m >= Nh``; the parity default is the literal ``Nh``.
+* With a *traced* curriculum scale ``s`` the curriculum ratios are computed in
+  float32; with a Python float they are computed in double and then cast to
+  float32, exactly like the reference.
+* ``varying_length=False`` (the reference's non-default branch, unused by every
+  released config) is supported without curriculum for replaying the
+  reference; it also never masks pads.
+
+Random draws can be supplied through ``draws`` (for bit-exact replay of the
+official torch draws):
+
+* ``head_idx``: int ``(B, Lq)``, the head used for query ``i`` (random_mix);
+* ``query_perm``: int ``(B, P)``, torch-style permutation of query indices,
+  right-padded with ``-1``; the first ``m_b`` entries are selected.
+  Alternatively ``query_key`` / ``query_order``: ``(B, Lq)`` priorities (lower
+  is selected first);
+* ``fill_perm``: int ``(B, F)``, torch-style permutation over the *candidate*
+  list (valid tokens not in the attention top-K, in ascending position order),
+  ``-1`` padded; the first ``K2`` are masked. Alternatively ``fill_key`` /
+  ``fill_order``: ``(B, N)`` priorities.
+Missing draws come from ``rng`` (split into head, query and fill keys).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+__all__ = [
+    "ranks",
+    "sma_mask",
+    "sma_mask_details",
+    "random_mask",
+    "curriculum_scale",
+    "mask_config",
+    "query_count_bound",
+    "mask_count_bound",
+    "TOPK_THRESHOLD",
+]
+
+# Use the lax.top_k path automatically when max(Lq, N) exceeds this.
+TOPK_THRESHOLD = 1024
+
+_F32_MIN = float(np.finfo(np.float32).min)
+
+
+def mask_config(**overrides) -> ml_collections.ConfigDict:
+  """Default SMA mask config (HIGGS values); keyword overrides are applied."""
+  cfg = ml_collections.ConfigDict(
+      dict(
+          ratio=0.2,
+          num_per_query=3,
+          head_aggregation="random_mix",  # "mean" | "random_mix"
+          mask_self=True,
+          mask_self_value="num_heads",  # "num_heads" (parity) | "inf"
+          mode="transformer",  # "transformer" | "perceiver"
+          rho=None,  # curriculum mix; None = off
+          varying_length=True,  # False: reference's non-default branch
+          path="auto",  # "auto" | "ranks" | "top_k"
+      ))
+  for key, value in overrides.items():
+    if key not in cfg:
+      raise KeyError(f"unknown SMA mask config field {key!r}")
+    cfg[key] = value
+  return cfg
+
+
+def ranks(x, axis=-1):
+  """Rank of every entry along ``axis`` (0 = smallest); stable: ties by index."""
+  order = jnp.argsort(x, axis=axis, stable=True)
+  return jnp.argsort(order, axis=axis, stable=True)
+
+
+def _round_f32(x):
+  """Round-half-to-even of a float32 value, as numpy/torch do."""
+  return np.round(np.float32(x))
+
+
+def query_count_bound(cfg, lq: int, n: int) -> int:
+  """Static upper bound ``m_max`` on the number of selected queries."""
+  r, k = float(cfg.ratio), int(cfg.num_per_query)
+  if cfg.mode == "transformer" and getattr(cfg, "varying_length", True):
+    # m = rnd(fl(fl(n r) / k)) is monotone in n, so n = N gives the bound.
+    m = int(_round_f32(np.float32(np.float32(n) * np.float32(r)) / np.float32(k)))
+  else:
+    m = round(n * r / k)
+  return max(0, min(lq, m))
+
+
+def mask_count_bound(cfg, n: int) -> int:
+  """Static upper bound ``K_max`` on the number of masked tokens (incl. fill)."""
+  r = float(cfg.ratio)
+  kb = max(int(_round_f32(np.float32(r) * np.float32(n))), round(r * n))
+  return max(0, min(n - 1, kb))
+
+
+def _is_static_number(x) -> bool:
+  return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _perm_to_key(perm, length: int):
+  """torch-style permutation (B, P), -1 padded -> priorities (B, length).
+
+  ``key[b, perm[b, j]] = j``; positions not listed get +inf.
+  """
+  perm = jnp.asarray(perm).astype(jnp.int32)
+  b, p = perm.shape
+  idx = jnp.where(perm < 0, length, perm)  # out of range -> dropped
+  rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+  key = jnp.full((b, length), jnp.inf, jnp.float32)
+  pos = jnp.broadcast_to(jnp.arange(p, dtype=jnp.float32)[None], (b, p))
+  return key.at[rows, idx].set(pos, mode="drop")
+
+
+def _scatter_flags(shape, idx, flags):
+  """(B, L) bool with ``out[b, idx[b, j]] = flags[b, j]`` (idx distinct per row)."""
+  rows = jnp.arange(shape[0], dtype=jnp.int32)[:, None]
+  return jnp.zeros(shape, bool).at[rows, idx].set(flags)
+
+
+def _smallest(key, count, kmax: int, use_topk: bool):
+  """(B, L) bool: the ``count[b]`` entries with the smallest key (ties: lower index).
+
+  ``count <= kmax`` must hold; ``kmax`` is a static bound used by the top_k path.
+  """
+  if kmax <= 0:
+    return jnp.zeros(key.shape, bool)
+  if use_topk:
+    _, idx = jax.lax.top_k(-key, kmax)
+    flags = jnp.arange(kmax, dtype=jnp.int32)[None, :] < count[:, None]
+    return _scatter_flags(key.shape, idx, flags)
+  return ranks(key) < count[:, None]
+
+
+def _use_topk(cfg, lq: int, n: int) -> bool:
+  path = getattr(cfg, "path", "auto") or "auto"
+  if path == "auto":
+    return max(lq, n) > TOPK_THRESHOLD
+  if path not in ("ranks", "top_k"):
+    raise ValueError(f"SMA mask path must be auto|ranks|top_k, got {path!r}")
+  return path == "top_k"
+
+
+def _draw(draws, names):
+  for name in names:
+    if draws is not None and name in draws and draws[name] is not None:
+      return draws[name]
+  return None
+
+
+def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str, Any]] = None):
+  """Like :func:`sma_mask`, but returns a dict of intermediates.
+
+  Keys: ``mask, keep`` (B, N) bool; ``sel`` (B, Lq) bool selected queries;
+  ``score`` (B, N) float32 summed attention (after ``mask_self``); ``m, k1, k2``
+  (B,) int32 counts; ``top`` / ``fill`` (B, N) bool attention / random parts.
+  """
+  logits = jax.lax.stop_gradient(jnp.asarray(logits))
+  if logits.ndim != 4:
+    raise ValueError(f"logits must be (B, Nh, Lq, N), got {logits.shape}")
+  bsz, nh, lq, n_keys = logits.shape
+  valid = jnp.asarray(valid).astype(bool)
+  if valid.shape != (bsz, n_keys):
+    raise ValueError(f"valid must be {(bsz, n_keys)}, got {valid.shape}")
+  mode = cfg.mode
+  if mode not in ("transformer", "perceiver"):
+    raise ValueError(f"SMA mask mode must be transformer|perceiver, got {mode!r}")
+  if mode == "transformer" and lq != n_keys:
+    raise ValueError(f"transformer mode needs Lq == N, got Lq={lq}, N={n_keys}")
+  agg = cfg.head_aggregation
+  if agg not in ("mean", "random_mix"):
+    raise ValueError(f"head_aggregation must be mean|random_mix, got {agg!r}")
+  r = float(cfg.ratio)
+  k = int(cfg.num_per_query)
+  varying = bool(getattr(cfg, "varying_length", True))
+  rho = getattr(cfg, "rho", None)
+  use_topk = _use_topk(cfg, lq, n_keys)
+  k_head, k_query, k_fill = jax.random.split(rng, 3)
+
+  n = valid.sum(-1).astype(jnp.int32)
+  n_f = n.astype(jnp.float32)
+
+  # ---- 4/5. query count and query selection --------------------------------
+  m_max = query_count_bound(cfg, lq, n_keys)
+  if mode == "transformer" and varying:
+    m = jnp.round(n_f * jnp.float32(r) / jnp.float32(k)).astype(jnp.int32)
+    m = jnp.minimum(m, m_max)
+    qvalid = valid
+  else:
+    m = jnp.full((bsz,), m_max, jnp.int32)
+    qvalid = jnp.ones((bsz, lq), bool)
+
+  qkey = _draw(draws, ("query_key", "query_order"))
+  if qkey is not None:
+    qkey = jnp.asarray(qkey).astype(jnp.float32)
+  elif _draw(draws, ("query_perm",)) is not None:
+    qkey = _perm_to_key(_draw(draws, ("query_perm",)), lq)
+  else:
+    qkey = jax.random.uniform(k_query, (bsz, lq), jnp.float32)
+  qkey = jnp.where(qvalid, qkey, jnp.inf)
+
+  if m_max > 0:
+    if use_topk:
+      _, qidx = jax.lax.top_k(-qkey, m_max)  # (B, m_max), selection order
+    else:
+      qidx = jnp.argsort(qkey, axis=-1, stable=True)[:, :m_max]
+    qidx = qidx.astype(jnp.int32)
+    w = jnp.arange(m_max, dtype=jnp.int32)[None, :] < m[:, None]  # (B, m_max)
+    sel = _scatter_flags((bsz, lq), qidx, w)
+
+    # ---- 2/3/6. softmax of the selected rows only, head aggregation, sum ---
+    keymask = valid[:, None, :]
+    if agg == "random_mix":
+      hidx = _draw(draws, ("head_idx",))
+      if hidx is None:
+        hidx = jax.random.randint(k_head, (bsz, lq), 0, nh, jnp.int32)
+      hidx = jnp.asarray(hidx).astype(jnp.int32)
+      hsel = jnp.take_along_axis(hidx, qidx, axis=1)  # (B, m_max)
+      rowid = hsel * lq + qidx
+      rows = jnp.take_along_axis(
+          logits.reshape(bsz, nh * lq, n_keys), rowid[:, :, None], axis=1)
+      rows = jnp.where(keymask, rows.astype(jnp.float32), _F32_MIN)
+      att = jax.nn.softmax(rows, axis=-1)  # (B, m_max, N)
+    else:
+      rows = jnp.take_along_axis(logits, qidx[:, None, :, None], axis=2)
+      rows = jnp.where(keymask[:, None], rows.astype(jnp.float32), _F32_MIN)
+      att = jnp.mean(jax.nn.softmax(rows, axis=-1), axis=1)  # (B, m_max, N)
+    score = jnp.sum(jnp.where(w[:, :, None], att, 0.0), axis=1)  # (B, N)
+  else:
+    sel = jnp.zeros((bsz, lq), bool)
+    score = jnp.zeros((bsz, n_keys), jnp.float32)
+
+  # Rows with no selected query (m = 0: short sequences) have an all-zero score.
+  # The reference's torch.topk then breaks the tie arbitrarily (and can mask
+  # pads); here those rows get a uniform random score instead, so their K
+  # masked tokens are uniform over the valid ones (no positional bias).
+  tkey = _draw(draws, ("tie_key",))
+  if tkey is None:
+    tkey = jax.random.uniform(jax.random.fold_in(k_fill, 1), (bsz, n_keys), jnp.float32)
+  score = jnp.where((m == 0)[:, None], jnp.asarray(tkey, jnp.float32), score)
+
+  # ---- 7. mask_self -----------------------------------------------------------
+  if cfg.mask_self and mode == "transformer":
+    value = getattr(cfg, "mask_self_value", "num_heads")
+    if value == "num_heads":
+      fill_value = float(nh)
+    elif value == "inf":
+      fill_value = float("inf")
+    else:
+      raise ValueError(f"mask_self_value must be num_heads|inf, got {value!r}")
+    score = jnp.where(sel, jnp.float32(fill_value), score)
+
+  # ---- 8. counts ----------------------------------------------------------------
+  curriculum = rho is not None and not (_is_static_number(s) and float(s) <= 0.0)
+  if not curriculum:
+    c1, c2 = r, None
+  elif _is_static_number(s):  # double, then float32 (as the reference)
+    c1, c2 = r * (1.0 - float(rho) * float(s)), r * float(rho) * float(s)
+  else:  # traced: float32
+    rs = jnp.float32(rho) * jnp.asarray(s, jnp.float32)
+    c1 = jnp.float32(r) * (jnp.float32(1.0) - rs)
+    c2 = jnp.float32(r) * rs
+  n_count = n_f if varying else jnp.full((bsz,), float(n_keys), jnp.float32)
+  if not varying and not curriculum:
+    k1 = jnp.full((bsz,), round(r * n_keys), jnp.int32)
+  else:
+    k1 = jnp.round(jnp.float32(c1) * n_count).astype(jnp.int32)
+  k_max = mask_count_bound(cfg, n_keys)
+  limit = jnp.maximum(n - 1, 0)
+  k1 = jnp.clip(k1, 0, jnp.minimum(limit, k_max))
+  if curriculum:
+    k2 = jnp.round(jnp.asarray(c2, jnp.float32) * n_count).astype(jnp.int32)
+    k2 = jnp.clip(k2, 0, jnp.minimum(limit - k1, k_max))
+  else:
+    k2 = jnp.zeros((bsz,), jnp.int32)
+
+  # ---- 9. attention-guided top-K over valid tokens -------------------------------
+  neg_score = jnp.where(valid, -score, jnp.inf)  # ascending = descending score
+  top = _smallest(neg_score, k1, k_max, use_topk)
+
+  # ---- 10. random fill (curriculum) ------------------------------------------------
+  if curriculum:
+    cand = valid & ~top
+    fkey = _draw(draws, ("fill_key", "fill_order"))
+    if fkey is not None:
+      fkey = jnp.asarray(fkey).astype(jnp.float32)
+    elif _draw(draws, ("fill_perm",)) is not None:
+      by_cand = _perm_to_key(_draw(draws, ("fill_perm",)), n_keys)
+      cidx = jnp.clip(jnp.cumsum(cand, axis=-1) - 1, 0, n_keys - 1)
+      fkey = jnp.take_along_axis(by_cand, cidx, axis=1)
+    else:
+      fkey = jax.random.uniform(k_fill, (bsz, n_keys), jnp.float32)
+    fkey = jnp.where(cand, fkey, jnp.inf)
+    fill = _smallest(fkey, k2, k_max, use_topk)
+  else:
+    fill = jnp.zeros((bsz, n_keys), bool)
+
+  mask = top | fill
+  keep = valid & ~mask
+  return dict(mask=mask, keep=keep, sel=sel, score=score, m=m, k1=k1, k2=k2,
+              top=top, fill=fill)
+
+
+def sma_mask(rng, logits, valid, cfg, s=0.0, draws=None):
+  """Self-guided mask from layer-1 attention logits.
+
+  Args:
+    rng: PRNG key.
+    logits: (B, Nh, Lq, N) pre-softmax layer-1 logits (any float dtype; taken
+      through ``stop_gradient`` and soft-maxed in float32). Pad keys are set to
+      ``finfo(float32).min`` here, whatever they held.
+    valid: (B, N) bool, True = real token (right padding).
+    cfg: object with ``ratio, num_per_query, head_aggregation, mask_self,
+      mask_self_value, mode, rho`` (see :func:`mask_config`).
+    s: curriculum scale in [0, 1] (Python float or traced scalar); only used when
+      ``cfg.rho`` is not None. ``s = 1, rho = 1`` gives uniform random masks.
+    draws: optional precomputed random draws (see module docstring).
+
+  Returns:
+    ``(mask, keep)``: (B, N) bool, ``mask`` True = masked (never a pad),
+    ``keep = valid & ~mask``.
+  """
+  out = sma_mask_details(rng, logits, valid, cfg, s=s, draws=draws)
+  return out["mask"], out["keep"]
+
+
+def random_mask(rng, valid, ratio):
+  """Uniform baseline: exactly ``round(float32(r) * n_valid)`` valid tokens per row.
+
+  Same rounding and degenerate guard (``<= n - 1``) as :func:`sma_mask`; pads
+  are never masked. Returns ``(mask, keep)``.
+  """
+  valid = jnp.asarray(valid).astype(bool)
+  bsz, n_keys = valid.shape
+  n = valid.sum(-1).astype(jnp.int32)
+  kk = jnp.round(n.astype(jnp.float32) * jnp.float32(ratio)).astype(jnp.int32)
+  kk = jnp.clip(kk, 0, jnp.maximum(n - 1, 0))
+  key = jnp.where(valid, jax.random.uniform(rng, (bsz, n_keys), jnp.float32), jnp.inf)
+  k_max = max(0, min(n_keys - 1, int(_round_f32(np.float32(ratio) * np.float32(n_keys)))))
+  mask = _smallest(key, kk, k_max, n_keys > TOPK_THRESHOLD)
+  return mask, valid & ~mask
+
+
+def curriculum_scale(step, total_steps, fraction):
+  """Cosine curriculum ``s_t = 0.5 (1 + cos(pi t / T_s))`` for ``t < T_s``, else 0.
+
+  ``T_s = round(fraction * total_steps)`` (static Python ints/floats); ``step``
+  may be traced. ``fraction = 0`` (or ``T_s = 0``) gives 0 always.
+  """
+  t_s = int(round(float(fraction) * float(total_steps)))
+  t = jnp.asarray(step, jnp.float32)
+  if t_s <= 0:
+    return jnp.zeros_like(t)
+  val = 0.5 * (1.0 + jnp.cos(jnp.float32(math.pi) * t / jnp.float32(t_s)))
+  return jnp.where(t < t_s, val, 0.0).astype(jnp.float32)
