@@ -270,3 +270,31 @@ def test_views_compile_once_with_static_shapes():
     shapes.add(tuple(out["anchors"].shape))
   assert shapes == {(2, 4, 32, 32, 3)}
   chex.clear_trace_counter()
+
+
+# ---------------------------------------------------------- gallery ----
+def test_gallery_png_roundtrip_and_columns(tmp_path):
+  from maskssl.tools import show_masks
+  imgs = (np.random.default_rng(0).uniform(size=(2, 32, 32, 3)) * 255
+          ).astype(np.uint8)
+  cols = show_masks.gallery_columns(jax.random.PRNGKey(0), imgs, _cfg())
+  assert len(cols) == len(show_masks.COLUMNS)
+  for c in cols:
+    assert c.shape == (2, 32, 32, 3) and c.min() >= 0 and c.max() <= 1
+  np.testing.assert_allclose(cols[0], imgs / 255.0, atol=1e-6)
+  canvas = show_masks.compose(cols, show_masks.COLUMNS, scale=2)
+  path = tmp_path / "g.png"
+  show_masks.write_png(path, canvas)
+  back = show_masks.read_png(path)
+  np.testing.assert_array_equal(
+      back, (np.clip(canvas, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def test_gallery_reads_real_cifar_sample(shared_data):
+  from maskssl.tools import show_masks
+  path = shared_data / "cifar10_partial" / "cifar10_partial.npz"
+  if not path.exists():
+    pytest.skip(f"{path} absent")
+  imgs = show_masks.load_npz_images(path, "test", 3)
+  assert imgs.shape == (3, 32, 32, 3) and imgs.dtype == np.uint8
+  assert imgs.std() > 10          # real pictures, not a constant
