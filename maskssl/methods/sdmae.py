@@ -1,0 +1,285 @@
+"""SD-MAE (Luo et al., arXiv 2203.16983) and plain MAE as its weight-0 case.
+
+Spec: shared/specs/sdmae.md. One code path: ``config.sdmae.sd_weight`` (p)
+weights ``L = p L_SD + (1 - p) L_rec``. At ``p == 0`` the two DINO heads are
+not created and not run (a Python branch on the static config), so plain MAE
+costs exactly an MAE.
+
+Train state: ``step``, ``params`` ({"encoder", "encoder_norm", "decoder",
+"pixel_head"} + {"head_enc", "head_dec"} when p > 0), ``opt_state`` and, when
+p > 0, ``sd_center`` (1, K) (the DINO-style center, updated without gradient).
+
+Batches: ``{"image": uint8 (B, H, W, 3), ...}``. Augmentation (random resized
+crop to ``config.model.image_size``, no flip, no colour jitter; spec sec. 5),
+masking and the target all happen on device inside ``train_step``.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from maskssl.losses.distillation import self_distillation_loss
+from maskssl.losses.mae import masked_mse, normalized_patch_targets
+from maskssl.masks.random_patches import (mask_indices, num_masked,
+                                          random_patch_mask)
+from maskssl.methods.base import Method, optax_state
+from maskssl.models import vit
+
+
+def random_resized_crop(rng, image01, out_size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3), attempts: int = 10):
+  """torchvision-style RandomResizedCrop of one (H, W, C) float image,
+  bilinear, static output shape. Falls back to the whole image when none of
+  the ``attempts`` boxes fits."""
+  h, w = image01.shape[:2]
+  k1, k2, k3, k4 = jax.random.split(rng, 4)
+  area = h * w * jax.random.uniform(k1, (attempts,), minval=scale[0],
+                                    maxval=scale[1])
+  logr = jax.random.uniform(k2, (attempts,), minval=math.log(ratio[0]),
+                            maxval=math.log(ratio[1]))
+  ar = jnp.exp(logr)
+  cw = jnp.round(jnp.sqrt(area * ar))
+  ch = jnp.round(jnp.sqrt(area / ar))
+  ok = (cw <= w) & (ch <= h) & (cw > 0) & (ch > 0)
+  first = jnp.argmax(ok)
+  found = jnp.any(ok)
+  cw = jnp.where(found, cw[first], w)
+  ch = jnp.where(found, ch[first], h)
+  top = jnp.floor(jax.random.uniform(k3) * (h - ch + 1))
+  left = jnp.floor(jax.random.uniform(k4) * (w - cw + 1))
+  sy, sx = out_size / ch, out_size / cw
+  return jax.image.scale_and_translate(
+      image01, (out_size, out_size, image01.shape[2]), (0, 1),
+      jnp.stack([sy, sx]), jnp.stack([-top * sy, -left * sx]),
+      method="linear", antialias=True)
+
+
+def _local_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
+  """AdamW + linear warm-up + per-step cosine to ``min_lr``; no weight decay
+  on biases, 1-D params and ``no_decay_names`` (used until maskssl.optim)."""
+  get = optim_cfg.get
+  lr, warm = float(get("lr", 1.5e-4)), int(get("warmup_steps", 0))
+  min_lr = float(get("min_lr", 0.0))
+  sched = optax.warmup_cosine_decay_schedule(
+      0.0, lr, max(warm, 1) if warm else 0, max(int(total_steps), warm + 1),
+      end_value=min_lr) if warm else optax.cosine_decay_schedule(
+          lr, max(int(total_steps), 1), alpha=min_lr / lr if lr else 0.0)
+  names = set(get("no_decay_names", ()) or ())
+
+  def decay_mask(params):
+    def keep(path, p):
+      keys = [getattr(k, "key", str(k)) for k in path]
+      return not (p.ndim <= 1 or keys[-1] == "bias" or names & set(keys))
+    return jax.tree_util.tree_map_with_path(keep, params)
+  tx = optax.adamw(sched, b1=float(get("b1", 0.9)), b2=float(get("b2", 0.999)),
+                   eps=float(get("eps", 1e-8)),
+                   weight_decay=float(get("weight_decay", 0.05)),
+                   mask=decay_mask)
+  clip = get("clip_norm", None)
+  return optax.chain(optax.clip_by_global_norm(float(clip)), tx) if clip else tx
+
+
+def make_tx(config) -> optax.GradientTransformation:
+  try:
+    from maskssl.optim import make_optimizer  # the shared optimiser factory
+  except ImportError:
+    make_optimizer = None
+  if make_optimizer is not None:
+    return make_optimizer(config.optim, int(config.total_steps))
+  return _local_optimizer(config.optim, int(config.total_steps))
+
+
+class SDMAE(Method):
+  name = "sdmae"
+
+  def __init__(self, config):
+    super().__init__(config)
+    sd = config.get("sdmae", None) or {}
+    g = sd.get
+    self.mask_ratio = float(g("mask_ratio", 0.6))
+    self.sd_weight = float(g("sd_weight", 0.2))
+    self.use_sd = self.sd_weight > 0
+    self.sd_kwargs = dict(
+        teacher_temp=float(g("teacher_temp", 0.04)),
+        student_temp=float(g("student_temp", 0.1)),
+        center_momentum=float(g("center_momentum", 0.9)),
+        center_on=str(g("center_on", "probs")),
+        teacher_stop_grad=bool(g("teacher_stop_grad", False)))
+    self.alpha_visible = float(g("alpha_visible", 0.0))
+    self.target_eps = float(g("target_eps", 1e-6))
+    self.augment = bool(g("augment", True))
+    self.crop_scale = tuple(g("crop_scale", (0.08, 1.0)))
+    self.crop_ratio = tuple(g("crop_ratio", (3 / 4, 4 / 3)))
+    self.encode_pool = str(g("encode_pool", "fc_norm"))
+    self.head_out = int(g("head_out", 4096))
+    self.kw = vit.model_kwargs(config.model)
+    self.dtype = vit.compute_dtype(config.model.get("compute_dtype", None))
+    self.image_size = self.kw["image_size"]
+    self.patch_size = self.kw["patch_size"]
+    self.num_patches = (self.image_size // self.patch_size) ** 2
+    self.n_masked = num_masked(self.num_patches, self.mask_ratio)
+    if not 0 < self.n_masked < self.num_patches:
+      raise ValueError(f"mask_ratio {self.mask_ratio} masks {self.n_masked} of "
+                       f"{self.num_patches} patches; need 0 < N_m < N")
+    self.model = vit.SDMAEModel(
+        **self.kw, use_heads=self.use_sd,
+        head_hidden=int(g("head_hidden", 2048)),
+        head_bottleneck=int(g("head_bottleneck", 256)),
+        head_out=self.head_out, predict_visible=self.alpha_visible > 0,
+        dtype=self.dtype)
+    self.encoder = vit.Encoder(
+        self.patch_size, self.kw["enc_dim"], self.kw["enc_depth"],
+        self.kw["enc_heads"], self.kw["mlp_ratio"], 0.0, self.dtype)
+    self._tx = None
+
+  # ---- pieces -------------------------------------------------------------
+  @property
+  def tx(self):
+    if self._tx is None:
+      self._tx = make_tx(self.config)
+    return self._tx
+
+  def _indices(self, rng, batch_size):
+    mask = random_patch_mask(rng, (batch_size, self.num_patches),
+                             self.mask_ratio)
+    return mask, *mask_indices(mask, self.n_masked)
+
+  def prepare(self, images, rng=None):
+    """uint8 NHWC -> [0, 1] float at ``image_size`` (random resized crop when
+    ``rng`` is given and augmentation is on, else a plain resize)."""
+    x01 = images.astype(jnp.float32) / 255.0
+    b, h, w, c = x01.shape
+    if rng is not None and self.augment:
+      keys = jax.random.split(rng, b)
+      x01 = jax.vmap(lambda k, im: random_resized_crop(
+          k, im, self.image_size, self.crop_scale, self.crop_ratio))(keys, x01)
+    elif (h, w) != (self.image_size, self.image_size):
+      x01 = jax.image.resize(x01, (b, self.image_size, self.image_size, c),
+                             "bilinear")
+    return x01
+
+  def init_params(self, rng):
+    x = jnp.zeros((1, self.image_size, self.image_size, 3), self.dtype)
+    _, ids_vis, ids_mask = self._indices(jax.random.PRNGKey(0), 1)
+    return self.model.init(rng, x, ids_vis, ids_mask)["params"]
+
+  def losses(self, params, center, x01, ids_vis, ids_mask):
+    """(loss, (metrics, new_center)) for prepared [0,1] images + indices."""
+    x = ((x01 - vit.IMAGENET_MEAN) / vit.IMAGENET_STD).astype(self.dtype)
+    out = self.model.apply({"params": params}, x, ids_vis, ids_mask)
+    target_all = normalized_patch_targets(x01, self.patch_size,
+                                          self.target_eps)
+    l_rec = masked_mse(out["pred"], vit.take_tokens(target_all, ids_mask))
+    if self.alpha_visible > 0:
+      l_rec = l_rec + self.alpha_visible * masked_mse(
+          out["pred_vis"], vit.take_tokens(target_all, ids_vis))
+    metrics = dict(loss_rec=l_rec)
+    if not self.use_sd:
+      return l_rec, (metrics, center)
+    l_sd, new_center = self_distillation_loss(out["student"], out["teacher"],
+                                              center, **self.sd_kwargs)
+    p = self.sd_weight
+    metrics.update(loss_sd=l_sd)
+    return p * l_sd + (1 - p) * l_rec, (metrics, new_center)
+
+  # ---- Method contract ----------------------------------------------------
+  def init_state(self, rng, batch):
+    params = self.init_params(rng)
+    extra = {}
+    if self.use_sd:
+      extra["sd_center"] = jnp.zeros((1, self.head_out), jnp.float32)
+    return optax_state(params, self.tx, **extra)
+
+  def train_step(self, state, batch, rng):
+    k_aug, k_mask = jax.random.split(rng)
+    x01 = self.prepare(batch["image"], k_aug)
+    _, ids_vis, ids_mask = self._indices(k_mask, x01.shape[0])
+    center = state.get("sd_center", None)
+    (loss, (metrics, new_center)), grads = jax.value_and_grad(
+        self.losses, has_aux=True)(state["params"], center, x01, ids_vis,
+                                   ids_mask)
+    updates, opt_state = self.tx.update(grads, state["opt_state"],
+                                        state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = dict(state, step=state["step"] + 1, params=params,
+                     opt_state=opt_state)
+    if self.use_sd:
+      new_state["sd_center"] = new_center
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    return new_state, {k: jnp.asarray(v, jnp.float32)
+                       for k, v in metrics.items()}
+
+  def eval_step(self, state, batch):
+    x01 = self.prepare(batch["image"])
+    _, ids_vis, ids_mask = self._indices(jax.random.PRNGKey(0), x01.shape[0])
+    center = state.get("sd_center", None)
+    loss, (metrics, _) = self.losses(state["params"], center, x01, ids_vis,
+                                     ids_mask)
+    return dict(metrics, loss=loss)
+
+  def encode(self, state, batch):
+    """Mean over all patch tokens of the (final-norm-free) encoder, then a
+    parameter-free LayerNorm (= the fresh ``fc_norm`` of spec sec. 6.3)."""
+    x01 = self.prepare(batch["image"])
+    x = ((x01 - vit.IMAGENET_MEAN) / vit.IMAGENET_STD).astype(self.dtype)
+    params = state["params"]
+    tok = self.encoder.apply({"params": params["encoder"]}, x)
+    tok = tok.astype(jnp.float32)
+    if self.encode_pool == "norm_mean":
+      ln = vit.nn.LayerNorm(epsilon=1e-6)
+      return jnp.mean(ln.apply({"params": params["encoder_norm"]}, tok), 1)
+    f = jnp.mean(tok, axis=1)
+    if self.encode_pool == "mean":
+      return f
+    mu = jnp.mean(f, -1, keepdims=True)
+    var = jnp.var(f, -1, keepdims=True)
+    return (f - mu) * jax.lax.rsqrt(var + 1e-6)
+
+  def classifier(self, num_outputs: int):
+    ft = self.config.get("finetune", None) or {}
+    return vit.ViTClassifier(
+        num_outputs, self.image_size, self.patch_size, self.kw["enc_dim"],
+        self.kw["enc_depth"], self.kw["enc_heads"], self.kw["mlp_ratio"],
+        drop_path=float(ft.get("drop_path", 0.1)),
+        init_scale=float(ft.get("init_scale", 0.001)), dtype=self.dtype)
+
+  # ---- visualisation ------------------------------------------------------
+  def reconstruct(self, state, images, rng):
+    """(original, masked, reconstruction) [0, 1] images (B, S, S, 3); the
+    prediction is de-normalised with each masked patch's own mean/std and
+    visible patches are pasted from the original."""
+    x01 = self.prepare(images)
+    mask, ids_vis, ids_mask = self._indices(rng, x01.shape[0])
+    x = ((x01 - vit.IMAGENET_MEAN) / vit.IMAGENET_STD).astype(self.dtype)
+    out = self.model.apply({"params": state["params"]}, x, ids_vis, ids_mask)
+    p, s = self.patch_size, self.image_size
+    patches = vit.patchify(x01, p)                        # (B, N, p*p, C)
+    mean = patches.mean(2, keepdims=True)
+    std = jnp.sqrt(patches.var(2, keepdims=True, ddof=1)) + self.target_eps
+    pred = out["pred"].reshape(out["pred"].shape[0], -1, p * p, 3)
+    pred = pred * vit.take_tokens(std, ids_mask) + vit.take_tokens(mean,
+                                                                   ids_mask)
+    b_idx = jnp.arange(x01.shape[0])[:, None]
+    recon = patches.at[b_idx, ids_mask].set(pred)
+    masked = jnp.where(mask[:, :, None, None], 0.5, patches)
+    to_img = lambda t: jnp.clip(vit.unpatchify(t, p, s, s), 0, 1)
+    return x01, to_img(masked), to_img(recon)
+
+
+def reconstruction_grid(original, masked, recon, pad: int = 2) -> np.ndarray:
+  """uint8 grid: one row per image, columns original / masked / recon."""
+  rows = []
+  for o, m, r in zip(np.asarray(original), np.asarray(masked),
+                     np.asarray(recon)):
+    cells = [o, m, r]
+    h = o.shape[0]
+    sep = np.ones((h, pad, 3), np.float32)
+    rows.append(np.concatenate(sum([[c, sep] for c in cells], [])[:-1], 1))
+  w = rows[0].shape[1]
+  hsep = np.ones((pad, w, 3), np.float32)
+  grid = np.concatenate(sum([[r, hsep] for r in rows], [])[:-1], 0)
+  return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)
