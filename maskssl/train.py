@@ -217,10 +217,6 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
           t_compile = time.perf_counter() - t_init
           progress.mark_compiled(step)
         done = step == lc.total_steps
-        save = done or step % lc.checkpoint_every == 0 or stop.requested
-        if save or step % lc.log_every == 0 or step == start + 1:
-          last_metrics = _flush(pending, writer, progress, lc, last_ckpt,
-                                ckpt_dir, lr_fn) or last_metrics
         hook_out = {}
         for every, fn in hooks:
           if done or step % every == 0:
@@ -228,6 +224,10 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
         if hook_out:
           hook_results.append(dict(hook_out, step=step))
           writer.write(step, hook_out, stage=lc.stage + "_eval")
+        save = done or step % lc.checkpoint_every == 0 or stop.requested
+        if save or step % lc.log_every == 0 or step == start + 1:
+          last_metrics = _flush(pending, writer, progress, lc, last_ckpt,
+                                ckpt_dir, lr_fn) or last_metrics
         if save:
           checkpointer.save(step, state, meta, force=True)
           last_ckpt = step

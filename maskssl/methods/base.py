@@ -85,7 +85,7 @@ def gradient_step(state: dict, tx: optax.GradientTransformation,
       state["params"], *args)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
   new_state = dict(state, step=state["step"] + 1, params=params,
                    opt_state=opt_state)
   return new_state, metrics
