@@ -1,0 +1,225 @@
+"""ResNet backbones (NHWC, flax.linen) returning pooled features.
+
+Shared by the image methods (MetaMask, MSCN/siamese, supervised baselines).
+
+* ``stem="cifar"``: conv 3x3 stride 1 (no bias) -> BN [-> ReLU], no max-pool;
+  use it for 32-96 px images.
+* ``stem="imagenet"``: conv 7x7 stride 2 -> BN -> ReLU -> max-pool 3x3/2.
+* ``block="basic"`` (ResNet-18/34) or ``"bottleneck"`` (ResNet-50, v1.5:
+  the stride sits on the 3x3 conv).
+* Output: global average pool, explicitly reshaped to ``(B, F)`` (never
+  squeezed, so batch size 1 works); ``F = 512`` (basic) or ``2048``
+  (bottleneck) at ``width=64``.
+
+BatchNorm keeps its running statistics in the ``batch_stats`` collection and
+is used functionally::
+
+    model = resnet18(stem="cifar")
+    variables = model.init(rng, x, train=False)
+    feats, new = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    feats = model.apply(variables, x, train=False)   # running statistics
+
+No ``axis_name`` is used: under ``jit`` with the batch axis sharded over
+devices, BatchNorm's batch mean/variance are reductions over the *global*
+array, i.e. SyncBN semantics for free. Call the model once per augmented view
+to give each view its own batch statistics.
+
+BatchNorm: eps ``1e-5`` and PyTorch momentum 0.1 (flax ``momentum=0.9``) by
+default. (Flax keeps the biased batch variance in the running average; torch
+keeps the unbiased one. This only affects eval-mode features, by a factor
+``B/(B-1)`` on the variance.)
+
+Initialisation (``init_scheme``):
+* ``"pytorch"``: PyTorch's defaults, kernels ~ U(+-1/sqrt(fan_in)) (this is
+  what lightly / the MetaMask reference use);
+* ``"kaiming_fan_out"``: torchvision's He-normal (fan_out) for convs.
+BN scale 1, bias 0; ``zero_init_residual`` zeroes the last BN scale of each
+residual branch.
+
+Parameters are float32; ``dtype`` (e.g. ``jnp.bfloat16``) is the compute
+dtype of convolutions; BN statistics are reduced in float32 and the pooled
+feature is returned as float32.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# PyTorch default init for Conv/Linear weights: kaiming_uniform(a=sqrt(5))
+# == U(-1/sqrt(fan_in), 1/sqrt(fan_in)) == variance_scaling(1/3, fan_in, uniform)
+torch_default_kernel_init = nn.initializers.variance_scaling(
+    1.0 / 3.0, "fan_in", "uniform")
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+_INITS = {"pytorch": torch_default_kernel_init,
+          "kaiming_fan_out": kaiming_fan_out}
+
+
+def kernel_init_by_name(name: str):
+  if name not in _INITS:
+    raise ValueError(f"unknown init {name!r}; known: {sorted(_INITS)}")
+  return _INITS[name]
+
+
+class BasicBlock(nn.Module):
+  """``ReLU(BN(conv3x3(ReLU(BN(conv3x3(x, stride))))) + shortcut(x))``."""
+  features: int
+  strides: int = 1
+  conv: Any = nn.Conv
+  norm: Any = nn.BatchNorm
+  zero_init_residual: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.features, (3, 3), (self.strides, self.strides),
+                  padding=((1, 1), (1, 1)), name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = self.conv(self.features, (3, 3), padding=((1, 1), (1, 1)),
+                  name="conv2")(y)
+    y = self.norm(name="bn2",
+                  scale_init=(nn.initializers.zeros if self.zero_init_residual
+                              else nn.initializers.ones))(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.features, (1, 1),
+                           (self.strides, self.strides), padding="VALID",
+                           name="shortcut_conv")(residual)
+      residual = self.norm(name="shortcut_bn")(residual)
+    return nn.relu(y + residual)
+
+
+class Bottleneck(nn.Module):
+  """ResNet v1.5 bottleneck (stride on the 3x3 conv), expansion 4."""
+  features: int
+  strides: int = 1
+  conv: Any = nn.Conv
+  norm: Any = nn.BatchNorm
+  zero_init_residual: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    residual = x
+    y = self.conv(self.features, (1, 1), padding="VALID", name="conv1")(x)
+    y = nn.relu(self.norm(name="bn1")(y))
+    y = self.conv(self.features, (3, 3), (self.strides, self.strides),
+                  padding=((1, 1), (1, 1)), name="conv2")(y)
+    y = nn.relu(self.norm(name="bn2")(y))
+    y = self.conv(self.features * 4, (1, 1), padding="VALID", name="conv3")(y)
+    y = self.norm(name="bn3",
+                  scale_init=(nn.initializers.zeros if self.zero_init_residual
+                              else nn.initializers.ones))(y)
+    if residual.shape != y.shape:
+      residual = self.conv(self.features * 4, (1, 1),
+                           (self.strides, self.strides), padding="VALID",
+                           name="shortcut_conv")(residual)
+      residual = self.norm(name="shortcut_bn")(residual)
+    return nn.relu(y + residual)
+
+
+class ResNet(nn.Module):
+  """ResNet trunk; ``__call__(x, train) -> (B, F)`` pooled float32 features.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+    block: ``"basic"`` or ``"bottleneck"``.
+    width: channels of the first stage (64); stage ``i`` has ``width * 2**i``.
+    stem: ``"cifar"`` (3x3/1, no max-pool) or ``"imagenet"`` (7x7/2 + pool).
+    stem_relu: apply ReLU after the stem BN. The MetaMask reference omits it
+      (its quirk; set False for parity); the textbook network has it.
+    init_scheme: ``"pytorch"`` or ``"kaiming_fan_out"`` conv kernel init.
+    zero_init_residual: zero-init the last BN scale of each residual branch.
+    bn_momentum, bn_eps: flax BatchNorm momentum (0.9 == torch 0.1), eps.
+    dtype: compute dtype of the convolutions (params stay float32).
+  """
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  block: str = "basic"
+  width: int = 64
+  stem: str = "cifar"
+  stem_relu: bool = True
+  init_scheme: str = "pytorch"
+  zero_init_residual: bool = False
+  bn_momentum: float = 0.9
+  bn_eps: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @property
+  def num_features(self) -> int:
+    mult = 1 if self.block == "basic" else 4
+    return self.width * 2 ** (len(self.stage_sizes) - 1) * mult
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                             kernel_init=kernel_init_by_name(self.init_scheme))
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+                             momentum=self.bn_momentum, epsilon=self.bn_eps,
+                             dtype=self.dtype, use_fast_variance=False)
+    if self.block == "basic":
+      block_cls = BasicBlock
+    elif self.block == "bottleneck":
+      block_cls = Bottleneck
+    else:
+      raise ValueError(f"unknown block {self.block!r}")
+    x = jnp.asarray(x, self.dtype)
+    if self.stem == "cifar":
+      x = conv(self.width, (3, 3), padding=((1, 1), (1, 1)), name="stem_conv")(x)
+      x = norm(name="stem_bn")(x)
+      if self.stem_relu:
+        x = nn.relu(x)
+    elif self.stem == "imagenet":
+      x = conv(self.width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
+               name="stem_conv")(x)
+      x = nn.relu(norm(name="stem_bn")(x))
+      x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    else:
+      raise ValueError(f"unknown stem {self.stem!r}")
+    for i, n_blocks in enumerate(self.stage_sizes):
+      for j in range(n_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = block_cls(self.width * 2 ** i, strides, conv=conv, norm=norm,
+                      zero_init_residual=self.zero_init_residual,
+                      name=f"layer{i + 1}_{j}")(x)
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return x.reshape(x.shape[0], -1)
+
+
+def resnet18(**kw) -> ResNet:
+  return ResNet(stage_sizes=(2, 2, 2, 2), block="basic", **kw)
+
+
+def resnet34(**kw) -> ResNet:
+  return ResNet(stage_sizes=(3, 4, 6, 3), block="basic", **kw)
+
+
+def resnet50(**kw) -> ResNet:
+  return ResNet(stage_sizes=(3, 4, 6, 3), block="bottleneck", **kw)
+
+
+_DEPTHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
+
+
+def build_resnet(name: str = "resnet18", **kw) -> ResNet:
+  """``build_resnet("resnet18", stem="cifar", ...)``; ``name`` may also be
+  ``"resnet_tiny"`` (stages (1, 1), width 8: for tests)."""
+  if name == "resnet_tiny":
+    return ResNet(stage_sizes=kw.pop("stage_sizes", (1, 1)),
+                  width=kw.pop("width", 8), **kw)
+  if name not in _DEPTHS:
+    raise ValueError(f"unknown backbone {name!r}; known: "
+                     f"{sorted(_DEPTHS) + ['resnet_tiny']}")
+  return _DEPTHS[name](**kw)
+
+
+def dtype_from_name(name) -> Any:
+  """``"float32"``/``"bfloat16"``/a dtype -> jnp dtype."""
+  if name is None:
+    return jnp.float32
+  return jnp.dtype(name) if isinstance(name, str) else name
+
+
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
+           "resnet50", "build_resnet", "torch_default_kernel_init",
+           "kaiming_fan_out", "dtype_from_name"]
