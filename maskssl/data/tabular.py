@@ -101,7 +101,7 @@ def read_csv(path: str, num_features: int = NUM_FEATURES,
     x, y = a[:, 1:], a[:, 0]
   if not np.isin(y, (0.0, 1.0)).all():
     r = int(np.argmax(~np.isin(y, (0.0, 1.0))))
-    raise DataError(f"{path}: label of data row {r + 1} is {y[r]!r}, not 0/1 "
+    raise DataError(f"{path}: label of data row {r + 1} is {y[r]:g}, not 0/1 "
                     f"(data.label_column={label_column!r})")
   return x.astype(np.float32), y.astype(np.int32)
 

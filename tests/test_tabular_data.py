@@ -1,0 +1,81 @@
+"""HIGGS data: embedded sample, deterministic disjoint splits, CSV errors."""
+import numpy as np
+import pytest
+
+from maskssl.data import load_split, tabular
+from maskssl.data.base import DataError
+
+
+def test_embedded_sample_splits_are_deterministic_and_disjoint():
+  cfg = tabular.default_config()
+  parts = {s: load_split(cfg, s) for s in ("pretrain", "train", "val",
+                                           "test")}
+  assert {s: len(d) for s, d in parts.items()} == dict(
+      pretrain=6500, train=1500, val=1000, test=1500)
+  again = load_split(cfg, "test")
+  np.testing.assert_array_equal(parts["test"].arrays["x"], again.arrays["x"])
+  # z-scored with pretraining statistics
+  x = parts["pretrain"].arrays["x"][..., 0]
+  np.testing.assert_allclose(x.mean(0), 0, atol=1e-4)
+  np.testing.assert_allclose(x.std(0), 1, atol=1e-4)
+  # rows are disjoint across held-out splits, labelled pool within pretrain
+  raw, _ = tabular._embedded()
+  mean = np.array(parts["test"].meta["feature_mean"])
+  std = np.array(parts["test"].meta["feature_std"])
+
+  def rows(ds):
+    return {tuple(np.round(r * std + mean, 4)) for r in ds.arrays["x"][..., 0]}
+  pre, tr, va, te = (rows(parts[s]) for s in ("pretrain", "train", "val",
+                                              "test"))
+  assert not (pre & va) and not (pre & te) and not (va & te)
+  assert tr <= pre
+  assert parts["train"].arrays["valid"].all()
+  assert set(np.unique(parts["test"].arrays["label"])) == {0, 1}
+  assert len(raw) == 9000
+
+
+def test_other_seed_gives_other_split():
+  a = load_split(tabular.default_config(), "test").arrays["x"]
+  b = load_split(tabular.default_config(split_seed=1), "test").arrays["x"]
+  assert not np.array_equal(a, b)
+
+
+def _write(tmp_path, lines, name="d.csv"):
+  p = tmp_path / name
+  p.write_text("\n".join(lines) + "\n")
+  return str(p)
+
+
+def _row(vals=None, label=1):
+  vals = vals if vals is not None else [0.5] * 28
+  return ",".join(str(v) for v in vals) + f",{label}"
+
+
+def test_csv_reader_reads_user_file_with_header(tmp_path):
+  header = ",".join(tabular.HIGGS_COLUMNS) + ",label"
+  lines = [header] + [_row([i * 0.01] * 28, i % 2) for i in range(40)]
+  x, y = tabular.read_csv(_write(tmp_path, lines))
+  assert x.shape == (40, 28) and y.tolist() == [i % 2 for i in range(40)]
+  np.testing.assert_allclose(x[3], 0.03, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lines,match", [
+    ([_row(), "1,2,3"], r"d\.csv:2: expected 29 comma-separated columns"),
+    ([_row(), _row(), _row([0.1] * 27 + ["abc"])],
+     r"d\.csv:3: non-numeric cell 'abc'"),
+    ([], r"no data rows"),
+    ([_row(label=3)], r"label of data row 1 is 3"),
+    ([_row([float("nan")] + [0.0] * 27)], r"non-finite value in data row 1"),
+])
+def test_csv_errors_name_file_and_line(tmp_path, lines, match):
+  with pytest.raises(DataError, match=match):
+    tabular.read_csv(_write(tmp_path, lines))
+
+
+def test_missing_file_and_too_small_for_splits(tmp_path):
+  with pytest.raises(DataError, match="no such file"):
+    load_split(tabular.default_config(path=str(tmp_path / "nope.csv")),
+               "train")
+  small = _write(tmp_path, [_row() for _ in range(50)], "small.csv")
+  with pytest.raises(DataError, match="too few"):
+    load_split(tabular.default_config(path=small), "train")
