@@ -1,0 +1,152 @@
+"""SMA pretraining throughput on the particle (HIGGS) config; prints JSON.
+
+    python benchmarks/sma_throughput.py [--batch 256] [--steps 30] [--reps 5]
+        [--compact 1] [--dtype float32] [--gather auto] [--variants]
+
+Measures, for batch 256 of the particle model (E = D = 128, layer 1 + 4
+self-attention layers, 8 heads, widening 1, decoder 128-d with 1 head, N = 28,
+C_in = 1, r = 0.2, k = 3, random_mix, mask_self, curriculum on):
+
+* compile time of the jitted, donated train step (lower + compile);
+* pretraining examples/s (best and median over ``--reps`` timed runs of
+  ``--steps`` steps each, one host sync per run);
+* the same step fed a precomputed mask (no mask generation) and the share of
+  step time spent in mask generation, ``1 - t_precomputed / t_generated``;
+* FLOPs of one step from ``compile().cost_analysis()`` and achieved GFLOP/s.
+
+The machine may be shared: look at ``load_avg`` and ``cpus`` in the output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+
+def particle_config(batch=256, compact=True, dtype="float32", gather="auto",
+                    layers=4):
+  c = ml_collections.ConfigDict()
+  c.method = "sma"
+  c.seed = 0
+  c.batch_size = batch
+  c.total_steps = 100_000
+  c.model = dict(input="continuous", c_in=1, n_max=28, embed_dim=128,
+                 latent_dim=128, encoder_mode="transformer", num_self_layers=layers,
+                 self_heads=8, self_widening=1, decoder_heads=1,
+                 compute_dtype=dtype, compact=compact, gather_impl=gather)
+  c.mask = dict(ratio=0.2, num_per_query=3, head_aggregation="random_mix",
+                mask_self=True, mask_self_value="num_heads", rho=1.0,
+                mask_mode="sma", curriculum_fraction=0.25)
+  c.optim = dict(name="adamw", lr=1e-4, schedule="cosine", warmup_steps=10_000,
+                 weight_decay=0.01, clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-8)
+  return c
+
+
+def _flops(compiled):
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else {}
+  return float((ca or {}).get("flops", float("nan")))
+
+
+def measure(method, batch, steps, reps, precomputed_mask=None):
+  """Compile + time ``steps`` donated steps, ``reps`` times."""
+  from maskssl.methods.base import Method  # noqa: F401
+  state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batch)
+  base = jax.random.PRNGKey(1)
+
+  if precomputed_mask is None:
+    def step(state, batch):
+      rng = jax.random.fold_in(base, state["step"])
+      return method.train_step(state, batch, rng)
+  else:
+    def step(state, batch):
+      rng = jax.random.fold_in(base, state["step"])
+      return method.train_step(state, batch, rng, mask=precomputed_mask)
+
+  jstep = jax.jit(step, donate_argnums=0)
+  t0 = time.perf_counter()
+  compiled = jstep.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  flops = _flops(compiled)
+  for _ in range(3):  # warm-up
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - t0) / steps)
+  loss = float(metrics["loss"])
+  return dict(compile_s=compile_s, step_s_best=min(times),
+              step_s_median=statistics.median(times), flops=flops, loss=loss,
+              mask_fraction=float(metrics["mask_fraction"]))
+
+
+def run(args, compact, dtype, gather, layers=4):
+  from maskssl.methods.sma import SMA
+  from maskssl.masks.sma import sma_mask
+  from maskssl.models.sma import MaskSpec
+  cfg = particle_config(args.batch, compact, dtype, gather, layers)
+  method = SMA(cfg)
+  rs = np.random.RandomState(0)
+  b, n = args.batch, 28
+  batch = dict(x=jnp.asarray(rs.randn(b, n, 1), jnp.float32),
+               valid=jnp.ones((b, n), bool))
+  gen = measure(method, batch, args.steps, args.reps)
+  # A valid SMA mask (same counts as the generator's) fed as a constant.
+  logits = jnp.asarray(rs.randn(b, 8, n, n), jnp.float32)
+  spec = MaskSpec.from_config(cfg.mask, "transformer")
+  mask, _ = sma_mask(jax.random.PRNGKey(3), logits, batch["valid"], spec)
+  pre = measure(method, batch, args.steps, args.reps, precomputed_mask=mask)
+  best, med = gen["step_s_best"], gen["step_s_median"]
+  share = 1.0 - pre["step_s_best"] / best
+  return dict(
+      compact=compact, compute_dtype=dtype, gather_impl=gather,
+      self_layers=layers,
+      examples_per_s_best=b / best, examples_per_s_median=b / med,
+      step_ms_best=1e3 * best, step_ms_median=1e3 * med,
+      compile_s=gen["compile_s"],
+      precomputed_mask_examples_per_s_best=b / pre["step_s_best"],
+      precomputed_mask_step_ms_best=1e3 * pre["step_s_best"],
+      mask_generation_share=share,
+      step_gflop=gen["flops"] / 1e9,
+      achieved_gflop_per_s=gen["flops"] / best / 1e9,
+      loss=gen["loss"], mask_fraction=gen["mask_fraction"])
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--reps", type=int, default=5)
+  p.add_argument("--compact", type=int, default=1)
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--gather", default="auto")
+  p.add_argument("--layers", type=int, default=4)
+  p.add_argument("--variants", action="store_true",
+                 help="also run compact=0 and bfloat16")
+  args = p.parse_args()
+  env = dict(jax=jax.__version__, backend=jax.default_backend(),
+             cpus=len(os.sched_getaffinity(0)), load_avg=os.getloadavg(),
+             batch=args.batch, steps_per_rep=args.steps, reps=args.reps)
+  results = [run(args, bool(args.compact), args.dtype, args.gather,
+                 args.layers)]
+  if args.variants:
+    results.append(run(args, False, "float32", "auto", args.layers))
+    results.append(run(args, True, "bfloat16", "auto", args.layers))
+  env["load_avg_end"] = os.getloadavg()
+  print(json.dumps(dict(env=env, results=results), indent=1))
+
+
+if __name__ == "__main__":
+  main()
