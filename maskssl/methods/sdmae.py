@@ -27,6 +27,7 @@ from maskssl.losses.mae import masked_mse, normalized_patch_targets
 from maskssl.masks.random_patches import (mask_indices, num_masked,
                                           random_patch_mask)
 from maskssl.methods.base import Method, optax_state
+from maskssl.optim import make_optimizer
 from maskssl.models import vit
 
 
@@ -58,39 +59,11 @@ def random_resized_crop(rng, image01, out_size: int, scale=(0.08, 1.0),
       method="linear", antialias=True)
 
 
-def _local_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
-  """AdamW + linear warm-up + per-step cosine to ``min_lr``; no weight decay
-  on biases, 1-D params and ``no_decay_names`` (used until maskssl.optim)."""
-  get = optim_cfg.get
-  lr, warm = float(get("lr", 1.5e-4)), int(get("warmup_steps", 0))
-  min_lr = float(get("min_lr", 0.0))
-  sched = optax.warmup_cosine_decay_schedule(
-      0.0, lr, max(warm, 1) if warm else 0, max(int(total_steps), warm + 1),
-      end_value=min_lr) if warm else optax.cosine_decay_schedule(
-          lr, max(int(total_steps), 1), alpha=min_lr / lr if lr else 0.0)
-  names = set(get("no_decay_names", ()) or ())
-
-  def decay_mask(params):
-    def keep(path, p):
-      keys = [getattr(k, "key", str(k)) for k in path]
-      return not (p.ndim <= 1 or keys[-1] == "bias" or names & set(keys))
-    return jax.tree_util.tree_map_with_path(keep, params)
-  tx = optax.adamw(sched, b1=float(get("b1", 0.9)), b2=float(get("b2", 0.999)),
-                   eps=float(get("eps", 1e-8)),
-                   weight_decay=float(get("weight_decay", 0.05)),
-                   mask=decay_mask)
-  clip = get("clip_norm", None)
-  return optax.chain(optax.clip_by_global_norm(float(clip)), tx) if clip else tx
-
-
 def make_tx(config) -> optax.GradientTransformation:
-  try:
-    from maskssl.optim import make_optimizer  # the shared optimiser factory
-  except ImportError:
-    make_optimizer = None
-  if make_optimizer is not None:
-    return make_optimizer(config.optim, int(config.total_steps))
-  return _local_optimizer(config.optim, int(config.total_steps))
+  """``maskssl.optim.make_optimizer(config.optim, config.total_steps)``;
+  SD-MAE configs list ``q_bias``, ``v_bias``, ``mask_token`` in
+  ``optim.no_decay_names`` (biases and norm params never decay)."""
+  return make_optimizer(config.optim, int(config.total_steps))
 
 
 class SDMAE(Method):

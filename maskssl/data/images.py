@@ -1,0 +1,264 @@
+"""Generic image readers: class folders and ``.npz`` files -> uint8 NHWC.
+
+* :func:`read_image_folder` -- ``root/<class>/*.{png,jpg,jpeg,tif,tiff}``
+  (class index = position in the sorted class-folder names, as torchvision's
+  ``ImageFolder``). Decoding uses Pillow when installed; without it, 8-bit
+  PNGs are decoded by a small pure-numpy reader and other formats raise a
+  :class:`DataError` saying to ``pip install pillow``.
+* :func:`read_npz` -- keys ``images`` (N, H, W[, C]) and ``labels`` (N,).
+* Optional ``resize`` (shorter side, bilinear; needs Pillow unless the image
+  is already that size) and ``crop`` (centre crop) so images of different
+  sizes can be stacked.
+* :func:`write_png` / :func:`read_png` -- dependency-free PNG I/O (zlib).
+
+Every unreadable or inconsistent file raises ``DataError`` naming the file.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from typing import Optional, Sequence
+
+import numpy as np
+
+from maskssl.data.base import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+# ---- PNG without dependencies ----------------------------------------------
+
+def write_png(path: str, image: np.ndarray) -> None:
+  """Write a uint8 (H, W), (H, W, 3) or (H, W, 4) array as a PNG."""
+  img = np.asarray(image)
+  if img.dtype != np.uint8:
+    raise ValueError(f"write_png needs uint8, got {img.dtype}")
+  if img.ndim == 2:
+    img = img[:, :, None]
+  h, w, c = img.shape
+  color = {1: 0, 3: 2, 4: 6}[c]
+  raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
+
+  def chunk(tag, data):
+    return (struct.pack(">I", len(data)) + tag + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+  with open(path, "wb") as f:
+    f.write(_PNG_SIG + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color,
+                                                  0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def _paeth(a, b, c):
+  p = a + b - c
+  pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+  return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def read_png(path: str) -> np.ndarray:
+  """Decode a non-interlaced 8-bit gray/RGB/RGBA PNG to uint8 (H, W, C)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  if not data.startswith(_PNG_SIG):
+    raise DataError(f"{path}: not a PNG file")
+  pos, idat, hdr = 8, [], None
+  while pos + 8 <= len(data):
+    (length,) = struct.unpack(">I", data[pos:pos + 4])
+    tag = data[pos + 4:pos + 8]
+    body = data[pos + 8:pos + 8 + length]
+    if tag == b"IHDR":
+      hdr = struct.unpack(">IIBBBBB", body)
+    elif tag == b"IDAT":
+      idat.append(body)
+    elif tag == b"IEND":
+      break
+    pos += 12 + length
+  if hdr is None or not idat:
+    raise DataError(f"{path}: truncated PNG (no IHDR/IDAT)")
+  w, h, depth, color, _, _, interlace = hdr
+  channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color)
+  if depth != 8 or channels is None or interlace:
+    raise DataError(f"{path}: PNG with bit depth {depth}, colour type {color},"
+                    f" interlace {interlace} needs Pillow (pip install pillow)")
+  try:
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+  except zlib.error as e:
+    raise DataError(f"{path}: corrupt PNG data ({e})") from e
+  stride = w * channels
+  if raw.size != h * (stride + 1):
+    raise DataError(f"{path}: PNG data has {raw.size} bytes, expected "
+                    f"{h * (stride + 1)}")
+  rows = raw.reshape(h, stride + 1)
+  out = np.zeros((h, stride), np.int32)
+  prev = np.zeros(stride, np.int32)
+  for y in range(h):
+    ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+    if ftype == 0:
+      cur = line
+    elif ftype == 2:
+      cur = (line + prev) & 255
+    elif ftype in (1, 3, 4):
+      cur = np.zeros(stride, np.int32)
+      for x in range(0, stride, channels):
+        left = cur[x - channels:x] if x else np.zeros(channels, np.int32)
+        up = prev[x:x + channels]
+        if ftype == 1:
+          pred = left
+        elif ftype == 3:
+          pred = (left + up) // 2
+        else:
+          ul = prev[x - channels:x] if x else np.zeros(channels, np.int32)
+          pred = _paeth(left, up, ul)
+        cur[x:x + channels] = (line[x:x + channels] + pred) & 255
+    else:
+      raise DataError(f"{path}: bad PNG filter type {ftype} in row {y}")
+    out[y], prev = cur, cur
+  return out.astype(np.uint8).reshape(h, w, channels)
+
+
+# ---- decoding -----------------------------------------------------------------
+
+def _pil():
+  try:
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    return Image
+  except ImportError:
+    return None
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+  if img.ndim == 2:
+    img = img[:, :, None]
+  c = img.shape[2]
+  if c == 1:
+    return np.repeat(img, 3, axis=2)
+  if c == 2:                                 # gray + alpha
+    return np.repeat(img[:, :, :1], 3, axis=2)
+  return img[:, :, :3]
+
+
+def decode_image(path: str, resize: Optional[int] = None,
+                 crop: Optional[int] = None) -> np.ndarray:
+  """One file -> uint8 (H, W, 3); DataError naming the file if unreadable."""
+  Image = _pil()
+  try:
+    if Image is not None:
+      with Image.open(path) as im:
+        im = im.convert("RGB")
+        if resize:
+          w, h = im.size
+          s = resize / min(w, h)
+          if (round(w * s), round(h * s)) != (w, h):
+            im = im.resize((round(w * s), round(h * s)), Image.BILINEAR)
+        img = np.asarray(im, np.uint8)
+    elif path.lower().endswith(".png"):
+      img = _to_rgb(read_png(path))
+      if resize and min(img.shape[:2]) != resize:
+        raise DataError(f"{path}: resizing needs Pillow (pip install pillow)")
+    else:
+      raise DataError(f"{path}: decoding {os.path.splitext(path)[1]} files "
+                      "needs Pillow (pip install pillow); PNGs work without it")
+  except DataError:
+    raise
+  except Exception as e:  # PIL raises UnidentifiedImageError, OSError, ...
+    raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})"
+                    ) from e
+  if crop:
+    h, w = img.shape[:2]
+    if h < crop or w < crop:
+      raise DataError(f"{path}: image {h}x{w} is smaller than crop {crop}")
+    t, l = (h - crop) // 2, (w - crop) // 2
+    img = img[t:t + crop, l:l + crop]
+  return np.ascontiguousarray(img)
+
+
+def list_image_folder(root: str, classes: Optional[Sequence[str]] = None):
+  """[(path, class_index)], class names (sorted sub-folders of ``root``)."""
+  if not os.path.isdir(root):
+    raise DataError(f"image folder {root!r} does not exist")
+  if classes is None:
+    classes = sorted(d for d in os.listdir(root)
+                     if os.path.isdir(os.path.join(root, d))
+                     and not d.startswith("."))
+  if not classes:
+    raise DataError(f"{root}: no class sub-folders (expected root/<class>/"
+                    f"*{'|'.join(IMAGE_EXTENSIONS)})")
+  files = []
+  for ci, name in enumerate(classes):
+    d = os.path.join(root, name)
+    if not os.path.isdir(d):
+      raise DataError(f"{root}: class folder {name!r} is missing")
+    for f in sorted(os.listdir(d)):
+      if f.lower().endswith(IMAGE_EXTENSIONS):
+        files.append((os.path.join(d, f), ci))
+  if not files:
+    raise DataError(f"{root}: no image files in the class folders")
+  return files, list(classes)
+
+
+def read_image_folder(root: str, resize: Optional[int] = None,
+                      crop: Optional[int] = None,
+                      classes: Optional[Sequence[str]] = None):
+  """``root/<class>/*`` -> (images uint8 (N, H, W, 3), labels int32 (N,),
+  class names, file paths). All images must share a size after
+  resize/crop; a mismatch raises DataError naming the file."""
+  files, names = list_image_folder(root, classes)
+  images, labels, shape = [], [], None
+  for path, ci in files:
+    img = decode_image(path, resize, crop)
+    if shape is None:
+      shape = img.shape
+    elif img.shape != shape:
+      raise DataError(f"{path}: image is {img.shape[0]}x{img.shape[1]}, the "
+                      f"first image was {shape[0]}x{shape[1]}; set resize/"
+                      "crop in the data config")
+    images.append(img)
+    labels.append(ci)
+  return (np.stack(images), np.asarray(labels, np.int32), names,
+          [p for p, _ in files])
+
+
+def as_uint8_images(images: np.ndarray, where: str) -> np.ndarray:
+  """Validate/convert (N, H, W[, C]) arrays to uint8 (N, H, W, 3)."""
+  x = np.asarray(images)
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+    raise DataError(f"{where}: images must be (N, H, W[, 1|3|4]), got "
+                    f"{x.shape}")
+  if x.dtype != np.uint8:
+    if np.issubdtype(x.dtype, np.floating) and x.size and (
+        x.min() >= 0 and x.max() <= 1):
+      x = np.round(x * 255).astype(np.uint8)
+    elif np.issubdtype(x.dtype, np.integer) and x.size and (
+        x.min() >= 0 and x.max() <= 255):
+      x = x.astype(np.uint8)
+    else:
+      raise DataError(f"{where}: images must be uint8 or floats in [0, 1], "
+                      f"got {x.dtype}")
+  if x.shape[-1] == 1:
+    x = np.repeat(x, 3, axis=-1)
+  return np.ascontiguousarray(x[..., :3])
+
+
+def read_npz(path: str, prefix: str = ""):
+  """(images uint8 NHWC, labels int32) from keys ``{prefix}images`` and
+  ``{prefix}labels`` (labels optional: -1 when absent)."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      keys = set(z.files)
+      ik, lk = f"{prefix}images", f"{prefix}labels"
+      if ik not in keys:
+        raise DataError(f"{path}: no {ik!r} array (has {sorted(keys)})")
+      images = as_uint8_images(z[ik], f"{path}[{ik}]")
+      labels = (np.asarray(z[lk]).astype(np.int32).reshape(-1) if lk in keys
+                else np.full(len(images), -1, np.int32))
+  except DataError:
+    raise
+  except Exception as e:
+    raise DataError(f"{path}: cannot read .npz ({type(e).__name__}: {e})"
+                    ) from e
+  if len(labels) != len(images):
+    raise DataError(f"{path}: {len(images)} images but {len(labels)} labels")
+  return images, labels

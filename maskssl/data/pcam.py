@@ -1,0 +1,208 @@
+"""PatchCamelyon (binary H&E patches) and any other image-classification data.
+
+``config.data`` fields (name "pcam"):
+
+* ``source``: "auto" (default: ``path`` if set, else the embedded sample),
+  "embedded", "tfds", "path".
+* ``path``: an image folder or an ``.npz``. Layouts:
+  - folder with split sub-folders ``root/{train,val|valid,test}/<class>/*``
+    (and optionally ``root/pretrain/...``), or a plain ``root/<class>/*``
+    that is split here (``test_fraction``);
+  - ``.npz`` with ``{split}_images``/``{split}_labels`` keys, or plain
+    ``images``/``labels`` split here.
+* ``resize`` / ``crop``: for folders of differently sized images.
+* ``val_fraction`` (0.2): carved (stratified, ``split_seed``) from train when
+  there is no val split; ``test_fraction`` (0.2) likewise for unsplit data.
+* ``max_examples``: cap per split (0 = all), mostly for TFDS.
+* ``tfds_data_dir``: TFDS data directory.
+
+Splits: "pretrain" = the whole train split (labels kept but unused), "train",
+"val", "test". Images are uint8 NHWC under key "image", labels int32 under
+"label". The embedded default is ``maskssl/resources/pcam_sample.npz``: 300
+real 96x96 PCam patches (200 train, 100 test; 50/50 classes), a uint8 copy
+of ``../shared/data/pcam_sample`` made with :func:`build_sample_npz` (see
+``maskssl/resources/PCAM_SAMPLE_SOURCE.md``). With the default 0.2 val
+fraction the sample gives 160 train / 40 val / 100 test.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from maskssl.data import images as images_lib
+from maskssl.data.base import ArrayDataset, DataError
+
+SPLITS = ("pretrain", "train", "val", "test")
+RESOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                        "resources", "pcam_sample.npz")
+CLASS_NAMES = ("normal", "tumour")
+
+
+def _get(cfg, name, default):
+  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
+      cfg, name, default)
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int):
+  """(keep, held) index arrays: ``fraction`` of each class held out."""
+  rng = np.random.default_rng(seed)
+  keep, held = [], []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    idx = idx[rng.permutation(len(idx))]
+    k = int(round(fraction * len(idx)))
+    held.append(idx[:k])
+    keep.append(idx[k:])
+  return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def _finish(images, labels, split, cfg, meta) -> ArrayDataset:
+  cap = int(_get(cfg, "max_examples", 0) or 0)
+  if cap:
+    images, labels = images[:cap], labels[:cap]
+  n_classes = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+  meta = dict(meta, split=split, num_classes=n_classes,
+              task="binary" if n_classes <= 2 else "multiclass")
+  return ArrayDataset({"image": images, "label": labels.astype(np.int32)},
+                      meta)
+
+
+def _from_parts(parts: dict, split: str, cfg, meta) -> ArrayDataset:
+  """``parts``: split name -> (images, labels) thunk; carve val/test."""
+  seed = int(_get(cfg, "split_seed", 0))
+  if "train" not in parts:                      # unsplit data
+    images, labels = parts["all"]()
+    tr, te = _stratified_split(labels, float(_get(cfg, "test_fraction", 0.2)),
+                               seed + 1)
+    parts = {"train": lambda: (images[tr], labels[tr]),
+             "test": lambda: (images[te], labels[te])}
+  if split == "pretrain":
+    key = "pretrain" if "pretrain" in parts else "train"
+    return _finish(*parts[key](), split, cfg, meta)
+  if split == "test":
+    if "test" not in parts:
+      raise DataError(f"{meta.get('source')}: no test split")
+    return _finish(*parts["test"](), split, cfg, meta)
+  if "val" in parts:
+    if split == "val":
+      return _finish(*parts["val"](), split, cfg, meta)
+    return _finish(*parts["train"](), split, cfg, meta)
+  images, labels = parts["train"]()
+  tr, va = _stratified_split(labels, float(_get(cfg, "val_fraction", 0.2)),
+                             seed)
+  idx = va if split == "val" else tr
+  return _finish(images[idx], labels[idx], split, cfg, meta)
+
+
+def _npz_parts(path: str) -> dict:
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      keys = set(z.files)
+  except Exception as e:
+    raise DataError(f"{path}: cannot read .npz ({type(e).__name__}: {e})"
+                    ) from e
+  parts = {}
+  for name, prefix in (("pretrain", "pretrain_"), ("train", "train_"),
+                       ("val", "val_"), ("test", "test_")):
+    if f"{prefix}images" in keys:
+      parts[name] = (lambda p=prefix: images_lib.read_npz(path, p))
+  if not parts:
+    parts["all"] = lambda: images_lib.read_npz(path)
+  return parts
+
+
+def _folder_parts(root: str, cfg) -> dict:
+  resize, crop = _get(cfg, "resize", None), _get(cfg, "crop", None)
+  read = lambda d: images_lib.read_image_folder(d, resize, crop)[:2]
+  sub = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
+  parts = {}
+  if "train" in sub and any(os.path.isdir(os.path.join(root, "train", c))
+                            for c in os.listdir(os.path.join(root, "train"))):
+    names = {"pretrain": ("pretrain",), "train": ("train",),
+             "val": ("val", "valid", "validation"), "test": ("test",)}
+    # class names from train so every split uses the same label indices
+    _, classes = images_lib.list_image_folder(os.path.join(root, "train"))
+    for split, cands in names.items():
+      for c in cands:
+        if c in sub:
+          d = os.path.join(root, c)
+          parts[split] = (lambda d=d: images_lib.read_image_folder(
+              d, resize, crop, classes)[:2])
+          break
+  else:
+    parts["all"] = lambda: read(root)
+  return parts
+
+
+def _tfds(cfg, split: str) -> ArrayDataset:
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise DataError("data.source='tfds' needs tensorflow-datasets "
+                    "(pip install tensorflow-datasets array_record)") from e
+  name = {"pretrain": "train", "train": "train", "val": "validation",
+          "test": "test"}[split]
+  try:
+    src = tfds.data_source("patch_camelyon", split=name,
+                           data_dir=_get(cfg, "tfds_data_dir", None))
+  except Exception as e:
+    raise DataError(
+        f"TFDS patch_camelyon split {name!r} is not available "
+        f"({type(e).__name__}: {e}). Prepare it once with "
+        "tfds.builder('patch_camelyon').download_and_prepare("
+        "file_format='array_record') or set data.path") from e
+  n = len(src)
+  cap = int(_get(cfg, "max_examples", 0) or 0)
+  n = min(n, cap) if cap else n
+  images = np.empty((n, 96, 96, 3), np.uint8)
+  labels = np.empty((n,), np.int32)
+  for i in range(n):
+    ex = src[i]
+    images[i], labels[i] = ex["image"], ex["label"]
+  return _finish(images, labels, split, cfg,
+                 dict(source="tfds:patch_camelyon",
+                      class_names=CLASS_NAMES))
+
+
+def load_split(data_config, split: str) -> ArrayDataset:
+  if split not in SPLITS:
+    raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
+  source = _get(data_config, "source", "auto") or "auto"
+  path = _get(data_config, "path", None)
+  if source == "tfds":
+    return _tfds(data_config, split)
+  if source == "path" or (source == "auto" and path):
+    if not path:
+      raise DataError("data.source='path' needs data.path")
+    path = os.path.expanduser(str(path))
+    if not os.path.exists(path):
+      raise DataError(f"data.path {path!r} does not exist")
+    parts = (_npz_parts(path) if path.endswith(".npz")
+             else _folder_parts(path, data_config))
+    return _from_parts(parts, split, data_config, dict(source=path))
+  if source not in ("auto", "embedded"):
+    raise DataError(f"unknown data.source {source!r}; use auto, embedded, "
+                    "tfds or path")
+  if not os.path.exists(RESOURCE):
+    raise DataError(f"embedded PCam sample {RESOURCE} is missing")
+  return _from_parts(_npz_parts(RESOURCE), split, data_config,
+                     dict(source="embedded:pcam_sample",
+                          class_names=CLASS_NAMES))
+
+
+def build_sample_npz(src_dir: str, out_path: str = RESOURCE) -> dict:
+  """``src_dir/{train,test}/{0,1}/*.jpg`` -> uint8 .npz (needs Pillow)."""
+  arrays = {}
+  for split in ("train", "test"):
+    x, y, _, files = images_lib.read_image_folder(os.path.join(src_dir, split))
+    arrays[f"{split}_images"], arrays[f"{split}_labels"] = x, y
+    arrays[f"{split}_files"] = np.asarray(
+        [os.path.relpath(f, src_dir) for f in files])
+  np.savez_compressed(out_path, **arrays)
+  return {k: v.shape for k, v in arrays.items()}
+
+
+if __name__ == "__main__":
+  import sys
+  print(build_sample_npz(sys.argv[1], *sys.argv[2:]))
