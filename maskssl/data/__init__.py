@@ -11,6 +11,7 @@ from maskssl.data.base import ArrayDataset, DataError  # noqa: F401
 
 _REGISTRY = {
     "higgs": "maskssl.data.tabular",
+    "cifar10": "maskssl.data.cifar",
     "pcam": "maskssl.data.pcam",
 }
 

@@ -1,0 +1,200 @@
+"""CIFAR-10 images (uint8 NHWC) for the image methods.
+
+``data.source`` selects where the images come from:
+
+* ``"embedded"`` (default): a small real sample shipped with the package,
+  ``maskssl/resources/cifar10_sample.npz``: 2,000 training images (200 per
+  class) and 500 test images (50 per class) from the original CIFAR-10
+  batches (see ``resources/CIFAR10_SAMPLE_SOURCE.md``). Enough to run the
+  pipelines end to end and to check that kNN beats chance; not enough for
+  the published numbers.
+* ``"tfds"``: the full TFDS ``cifar10`` (50k/10k) through
+  ``tfds.data_source`` (no TensorFlow needed; needs the prepared data set in
+  ``data.tfds_data_dir`` or the TFDS default directory; nothing is
+  downloaded).
+* ``"npz"``: ``data.path`` to a ``.npz`` with ``train_images``/
+  ``train_labels`` and ``test_images``/``test_labels``, or a single
+  ``images``/``labels`` pair (then ``data.test_size`` examples are held out
+  as the test split, deterministic in ``data.split_seed``).
+* ``"folder"``: ``data.path`` with ``train/<class>/*.png`` and
+  ``test/<class>/*.png`` (readers in :mod:`maskssl.data.images`).
+
+Splits: ``pretrain`` (all training images; labels kept but unused),
+``train`` (labelled training images: kNN bank / probe training set),
+``val`` (``data.val_size`` images held out from ``train``; a DataError if
+``val_size`` is 0), ``test``. Every split holds ``image`` uint8
+``(N, H, W, 3)`` and ``label`` int32 ``(N,)``; ``meta`` has
+``num_classes``, ``label_names``, ``image_size`` and ``source``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import os
+
+import ml_collections
+import numpy as np
+
+from maskssl.data.base import ArrayDataset, DataError, split_indices
+
+LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+               "horse", "ship", "truck")
+SPLITS = ("pretrain", "train", "val", "test")
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(dict(
+      name="cifar10", source="embedded", path="", tfds_data_dir="",
+      tfds_name="cifar10", val_size=0, test_size=1000, split_seed=0,
+      max_train=0, max_test=0))
+  cfg.update(overrides)
+  return cfg
+
+
+def _get(cfg, key, default):
+  try:
+    return cfg.get(key, default)
+  except AttributeError:
+    return getattr(cfg, key, default)
+
+
+@functools.lru_cache(maxsize=4)
+def _embedded():
+  ref = importlib.resources.files("maskssl") / "resources/cifar10_sample.npz"
+  with importlib.resources.as_file(ref) as p:
+    if not os.path.exists(p):
+      raise DataError(f"embedded CIFAR-10 sample missing at {p}; reinstall "
+                      "maskssl or set data.source")
+    with np.load(p) as z:
+      return (z["train_images"], z["train_labels"].astype(np.int32),
+              z["test_images"], z["test_labels"].astype(np.int32))
+
+
+@functools.lru_cache(maxsize=2)
+def _tfds(name: str, data_dir: str):
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise DataError("data.source='tfds' needs tensorflow-datasets "
+                    "(pip install tensorflow-datasets)") from e
+  out = []
+  for split in ("train", "test"):
+    try:
+      src = tfds.data_source(name, split=split, data_dir=data_dir or None,
+                             download=False)
+    except Exception as e:  # DatasetNotFoundError, AssertionError, ...
+      raise DataError(
+          f"TFDS {name!r} split {split!r} is not available locally "
+          f"(data_dir={data_dir or 'default'}): {type(e).__name__}: {e}. "
+          "Prepare it with `tfds build cifar10` on a machine with network, "
+          "or use data.source='embedded'|'npz'|'folder'.") from e
+    n = len(src)
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    labels = np.empty((n,), np.int32)
+    for i in range(n):
+      ex = src[i]
+      images[i] = ex["image"]
+      labels[i] = ex["label"]
+    out += [images, labels]
+  return tuple(out)
+
+
+def _npz(path: str, test_size: int, seed: int):
+  from maskssl.data.images import read_npz  # pylint: disable=import-outside-toplevel
+  if not os.path.exists(path):
+    raise DataError(f"data.path {path!r} does not exist")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      keys = set(z.files)
+  except Exception as e:
+    raise DataError(f"{path}: cannot read .npz ({type(e).__name__}: {e})"
+                    ) from e
+  if "train_images" in keys:
+    tr_x, tr_y = read_npz(path, "train_")
+    if "test_images" not in keys:
+      raise DataError(f"{path}: has train_images but no test_images")
+    te_x, te_y = read_npz(path, "test_")
+    return tr_x, tr_y, te_x, te_y
+  x, y = read_npz(path)
+  if test_size <= 0 or test_size >= len(x):
+    raise DataError(f"{path}: single images/labels set of {len(x)} examples"
+                    f" needs 0 < data.test_size < {len(x)}")
+  idx = split_indices(len(x), {"test": test_size / len(x)}, seed)["test"]
+  rest = np.setdiff1d(np.arange(len(x)), idx)
+  return x[rest], y[rest], x[idx], y[idx]
+
+
+def _folder(path: str):
+  from maskssl.data.images import read_image_folder  # pylint: disable=import-outside-toplevel
+  tr_x, tr_y, names, _ = read_image_folder(os.path.join(path, "train"))
+  te_x, te_y, _, _ = read_image_folder(os.path.join(path, "test"), classes=names)
+  return tr_x, tr_y, te_x, te_y, names
+
+
+def load_arrays(cfg):
+  """(train_images, train_labels, test_images, test_labels, label_names)."""
+  source = _get(cfg, "source", "embedded")
+  path = _get(cfg, "path", "")
+  names = LABEL_NAMES
+  if source == "embedded" and path:
+    source = "folder" if os.path.isdir(path) else "npz"
+  if source == "embedded":
+    tr_x, tr_y, te_x, te_y = _embedded()
+  elif source == "tfds":
+    tr_x, tr_y, te_x, te_y = _tfds(_get(cfg, "tfds_name", "cifar10"),
+                                   _get(cfg, "tfds_data_dir", ""))
+  elif source == "npz":
+    if not path:
+      raise DataError("data.source='npz' needs data.path")
+    tr_x, tr_y, te_x, te_y = _npz(path, int(_get(cfg, "test_size", 1000)),
+                                  int(_get(cfg, "split_seed", 0)))
+  elif source == "folder":
+    if not path:
+      raise DataError("data.source='folder' needs data.path")
+    tr_x, tr_y, te_x, te_y, names = _folder(path)
+  else:
+    raise DataError(f"unknown data.source {source!r}; use embedded, tfds, "
+                    "npz or folder")
+  return tr_x, tr_y, te_x, te_y, tuple(names)
+
+
+def load_split(data_config, split: str) -> ArrayDataset:
+  """One split as an :class:`ArrayDataset` with ``image`` and ``label``."""
+  if split not in SPLITS:
+    raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
+  tr_x, tr_y, te_x, te_y, names = load_arrays(data_config)
+  max_train = int(_get(data_config, "max_train", 0) or 0)
+  max_test = int(_get(data_config, "max_test", 0) or 0)
+  if max_train:
+    tr_x, tr_y = tr_x[:max_train], tr_y[:max_train]
+  if max_test:
+    te_x, te_y = te_x[:max_test], te_y[:max_test]
+  if split == "test":
+    x, y = te_x, te_y
+  elif split == "pretrain":
+    x, y = tr_x, tr_y
+  else:
+    val_size = int(_get(data_config, "val_size", 0) or 0)
+    if split == "val" and val_size <= 0:
+      raise DataError("the cifar10 data set has no 'val' split unless "
+                      "data.val_size > 0 (held out from the training images)")
+    if val_size > 0:
+      if val_size >= len(tr_x):
+        raise DataError(f"data.val_size={val_size} >= {len(tr_x)} training "
+                        "images")
+      val_idx = split_indices(len(tr_x), {"val": val_size / len(tr_x)},
+                              int(_get(data_config, "split_seed", 0)))["val"]
+      if split == "val":
+        idx = val_idx
+      else:
+        idx = np.setdiff1d(np.arange(len(tr_x)), val_idx)
+      x, y = tr_x[idx], tr_y[idx]
+    else:
+      x, y = tr_x, tr_y
+  num_classes = max(len(names), int(np.max(tr_y)) + 1 if len(tr_y) else 0)
+  meta = dict(num_classes=num_classes, label_names=list(names),
+              image_size=int(x.shape[1]), source=_get(data_config, "source",
+                                                      "embedded"),
+              task="multiclass", split=split)
+  return ArrayDataset(dict(image=np.ascontiguousarray(x),
+                           label=np.asarray(y, np.int32)), meta)
