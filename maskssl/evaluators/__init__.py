@@ -18,6 +18,7 @@ _REGISTRY = {
     "finetune": "maskssl.evaluators.finetune",
     "knn": "maskssl.evaluators.knn",
     "linear_probe": "maskssl.evaluators.linear_probe",
+    "reconstruction": "maskssl.evaluators.reconstruction",
 }
 
 

@@ -111,6 +111,12 @@ class SDMAE(Method):
 
   # ---- pieces -------------------------------------------------------------
   @property
+  def schedule(self):
+    """The learning-rate schedule (logged by the train loop)."""
+    from maskssl.optim import make_schedule
+    return make_schedule(self.config.optim, int(self.config.total_steps))
+
+  @property
   def tx(self):
     if self._tx is None:
       self._tx = make_tx(self.config)

@@ -1,0 +1,143 @@
+r"""SD-MAE on PatchCamelyon (spec: shared/specs/sdmae.md).
+
+Default = the README recipe: ViT-S/16 at 224 (96 px patches upsampled by the
+random-resized crop), mask ratio 0.6 (117 of 196), p = 0.2, heads 2048 /
+256 / 4096, AdamW (0.9, 0.999), lr 6e-4 x 1024/256 = 2.4e-3, 5 warm-up
+epochs then per-step cosine to 1e-5, weight decay 0.05 (not on biases, norm
+params, q/v biases, mask token), no clipping, 100 epochs of the 262,144
+training patches (TFDS ``patch_camelyon``, prepared locally).
+
+Variants (``:a,b``): ``quick`` (tiny ViT on the embedded 300-patch sample,
+seconds on CPU), ``sample`` (ViT-Ti/8 at 96 on the embedded sample, the
+budget of the SD-MAE vs MAE comparison below), ``p8`` (small_patch8_96,
+native resolution), ``tiny`` / ``base`` (encoder size).  Plain MAE is
+``configs/mae_pcam.py`` (the same config with ``sdmae.sd_weight = 0``).
+
+Commands:
+  python -m maskssl.main --config=configs/sdmae_pcam.py:quick --workdir=runs/sdmae_quick
+  python -m maskssl.main --config=configs/sdmae_pcam.py:sample --workdir=runs/sdmae_sample
+  python -m maskssl.main --config=configs/sdmae_pcam.py \
+      --config.data.tfds_data_dir=~/tensorflow_datasets --workdir=runs/sdmae_pcam
+  # a folder of H&E patches (root/{train,test}/<class>/*.png) instead of TFDS:
+  python -m maskssl.main --config=configs/sdmae_pcam.py:p8 \
+      --config.data.source=path --config.data.path=/data/patches
+
+Evaluations: linear probe (BatchNorm without affine + linear, on the mean-
+pooled encoder features), a reconstruction PNG
+(``<workdir>/eval/reconstruction/reconstruction.png``) and, in the full
+config, fine-tuning with layer-wise lr decay 0.75.
+
+Measured (2 shared CPU cores, see benchmarks/sdmae_throughput.py and
+benchmarks/sdmae_pcam_probe.py; numbers in the final report / BUILD.md):
+  :quick   -- runs end to end in about a minute.
+  :sample  -- linear-probe AUC on the 100 test patches, SD-MAE vs MAE at equal
+              budget, mean +- std over 3 seeds: see
+              benchmarks/sdmae_pcam_probe.py output; the sample (160 train /
+              100 test) is too small to separate the two.
+"""
+import ml_collections
+
+
+def get_config(arg=None):
+  opts = set(a for a in (arg or "").split(",") if a)
+  known = {"quick", "sample", "p8", "tiny", "base"}
+  if opts - known:
+    raise ValueError(f"unknown variant(s) {sorted(opts - known)}; use "
+                     f"{sorted(known)}")
+  quick, sample = "quick" in opts, "sample" in opts
+  small_data = quick or sample
+  c = ml_collections.ConfigDict()
+  c.method = "sdmae"
+  c.seed = 0
+  c.batch_size = 1024
+  epochs, steps_per_epoch = 100, 262144 // 1024
+  c.total_steps = epochs * steps_per_epoch
+  c.num_epochs = 0.0
+  c.log_every = 100
+  c.checkpoint_every = 2000
+  c.keep_checkpoints = 3
+  c.async_checkpoints = True
+
+  c.data = dict(name="pcam", source="tfds", path="", tfds_data_dir="",
+                resize=0, crop=0, val_fraction=0.2, test_fraction=0.2,
+                split_seed=0, max_examples=0, pretrain_split="pretrain")
+
+  c.model = dict(variant="small", image_size=224, patch_size=16, enc_dim=0,
+                 enc_depth=0, enc_heads=0, dec_dim=0, dec_depth=0,
+                 dec_heads=0, mlp_ratio=4.0, compute_dtype="bfloat16")
+  if "tiny" in opts:
+    c.model.variant = "tiny"
+  if "base" in opts:
+    c.model.variant = "base"
+  if "p8" in opts:
+    c.model.image_size, c.model.patch_size = 96, 8
+
+  c.sdmae = dict(
+      mask_ratio=0.6, sd_weight=0.2, teacher_temp=0.04, student_temp=0.1,
+      center_momentum=0.9, center_on="probs", teacher_stop_grad=False,
+      head_hidden=2048, head_bottleneck=256, head_out=4096,
+      alpha_visible=0.0, target_eps=1e-6, augment=True,
+      crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3),
+      encode_pool="fc_norm")
+
+  base_lr = 6e-4
+  c.optim = dict(name="adamw", lr=base_lr * c.batch_size / 256,
+                 schedule="cosine", warmup_steps=5 * steps_per_epoch,
+                 warmup_fraction=0.0, end_lr=1e-5, weight_decay=0.05,
+                 no_decay_names=("q_bias", "v_bias", "mask_token"),
+                 clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8)
+  c.parallel = dict(fsdp=False, fsdp_min_size=2 ** 14)
+  # fine-tuning model settings read by SDMAE.classifier
+  c.finetune = dict(drop_path=0.1, init_scale=0.001)
+
+  c.evals = ml_collections.ConfigDict()
+  c.evals.linear_probe = dict(
+      type="linear_probe", enabled=True, train_split="train",
+      test_split="test", standardize=True, epochs=90, warmup_epochs=10,
+      batch_size=512, seed=0, encode_batch_size=256,
+      optim=dict(name="sgd", lr=0.1 * 512 / 256, momentum=0.9,
+                 weight_decay=0.0, clip_norm=0.0))
+  c.evals.reconstruction = dict(type="reconstruction", enabled=True,
+                                split="test", num_images=8, seed=0)
+  c.evals.finetune = dict(
+      type="finetune", enabled=True, num_labels=(0,), seeds=(0,),
+      inits=("pretrained",), batch_size=1024, num_epochs=100.0,
+      total_steps=0, eval_every=2000, log_every=200, eval_batch_size=512,
+      task="auto", verbose=True, layer_decay=0.75,
+      optim=dict(name="adamw", lr=1e-3 * 1024 / 256, schedule="cosine",
+                 warmup_steps=5 * steps_per_epoch, end_lr=1e-6,
+                 weight_decay=0.05,
+                 no_decay_names=("q_bias", "v_bias", "mask_token"),
+                 clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8),
+      model_overrides={})
+
+  if small_data:
+    c.data.source = "embedded"
+    c.model.compute_dtype = "float32"
+    c.evals.finetune.enabled = False
+    c.evals.linear_probe.batch_size = 160
+    c.evals.linear_probe.optim.lr = 0.1
+    c.evals.linear_probe.epochs = 100
+    c.evals.linear_probe.warmup_epochs = 10
+    c.log_every = 20
+  if sample:
+    # ViT-Ti/8 at native 96 px on the 200 pretraining patches.
+    c.model.update(variant="tiny", image_size=96, patch_size=8)
+    c.sdmae.update(head_hidden=512, head_bottleneck=256)
+    c.batch_size = 40
+    c.total_steps = 300
+    c.checkpoint_every = 300
+    c.optim.update(lr=1.5e-3, warmup_steps=30, end_lr=1e-5)
+  if quick:
+    c.model.update(variant="tiny", image_size=32, patch_size=8, enc_dim=64,
+                   enc_depth=2, enc_heads=2, dec_dim=64, dec_depth=1,
+                   dec_heads=2)
+    c.sdmae.update(head_hidden=256, head_bottleneck=64)
+    c.batch_size = 40
+    c.total_steps = 40
+    c.checkpoint_every = 40
+    c.log_every = 10
+    c.optim.update(lr=1e-3, warmup_steps=5, end_lr=1e-5)
+    c.evals.linear_probe.epochs = 30
+    c.evals.linear_probe.warmup_epochs = 3
+  return c
