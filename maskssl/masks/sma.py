@@ -85,6 +85,7 @@ __all__ = [
     "curriculum_scale",
     "mask_config",
     "query_count_bound",
+    "mask_counts",
     "mask_count_bound",
     "TOPK_THRESHOLD",
 ]
@@ -199,6 +200,58 @@ def _draw(draws, names):
   return None
 
 
+def mask_counts(n, cfg, lq: int, n_keys: int, s=0.0):
+  """Per-example counts (spec 3.2 steps 4 and 8) from valid lengths ``n`` (B,).
+
+  Returns a dict: ``m`` (queries), ``k1`` (attention top-K), ``k2`` (random
+  curriculum fill), all (B,) int32 after the degenerate guard, plus the static
+  bounds ``m_max``, ``k_max`` and the static flag ``curriculum``.
+  """
+  n = jnp.asarray(n).astype(jnp.int32)
+  n_f = n.astype(jnp.float32)
+  bsz = n.shape[0]
+  r, k = float(cfg.ratio), int(cfg.num_per_query)
+  varying = bool(getattr(cfg, "varying_length", True))
+  rho = getattr(cfg, "rho", None)
+
+  m_max = query_count_bound(cfg, lq, n_keys)
+  if cfg.mode == "transformer" and varying:
+    # m = rnd(fl(fl(n r) / k)) exactly as torch computes it in float32. XLA
+    # rewrites x / const into x * (1 / const), which changes the float32 result
+    # at half-way points (n = 5, r = 0.3, k = 3 gives 0.50000006 -> 1 instead of
+    # 0.5 -> 0), so the count comes from a host-computed table over n = 0..N.
+    table = np.round(
+        np.float32(np.arange(n_keys + 1, dtype=np.float32) * np.float32(r)) / np.float32(k))
+    table = np.minimum(table, m_max).astype(np.int32)
+    m = jnp.asarray(table)[jnp.clip(n, 0, n_keys)]
+  else:
+    m = jnp.full((bsz,), m_max, jnp.int32)
+
+  curriculum = rho is not None and not (_is_static_number(s) and float(s) <= 0.0)
+  if not curriculum:
+    c1, c2 = r, None
+  elif _is_static_number(s):  # double, then float32 (as the reference)
+    c1, c2 = r * (1.0 - float(rho) * float(s)), r * float(rho) * float(s)
+  else:  # traced: float32
+    rs = jnp.float32(rho) * jnp.asarray(s, jnp.float32)
+    c1 = jnp.float32(r) * (jnp.float32(1.0) - rs)
+    c2 = jnp.float32(r) * rs
+  n_count = n_f if varying else jnp.full((bsz,), float(n_keys), jnp.float32)
+  if not varying and not curriculum:
+    k1 = jnp.full((bsz,), round(r * n_keys), jnp.int32)
+  else:
+    k1 = jnp.round(jnp.float32(c1) * n_count).astype(jnp.int32)
+  k_max = mask_count_bound(cfg, n_keys)
+  limit = jnp.maximum(n - 1, 0)
+  k1 = jnp.clip(k1, 0, jnp.minimum(limit, k_max))
+  if curriculum:
+    k2 = jnp.round(jnp.asarray(c2, jnp.float32) * n_count).astype(jnp.int32)
+    k2 = jnp.clip(k2, 0, jnp.minimum(limit - k1, k_max))
+  else:
+    k2 = jnp.zeros((bsz,), jnp.int32)
+  return dict(m=m, k1=k1, k2=k2, m_max=m_max, k_max=k_max, curriculum=curriculum)
+
+
 def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str, Any]] = None):
   """Like :func:`sma_mask`, but returns a dict of intermediates.
 
@@ -221,25 +274,17 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
   agg = cfg.head_aggregation
   if agg not in ("mean", "random_mix"):
     raise ValueError(f"head_aggregation must be mean|random_mix, got {agg!r}")
-  r = float(cfg.ratio)
-  k = int(cfg.num_per_query)
   varying = bool(getattr(cfg, "varying_length", True))
-  rho = getattr(cfg, "rho", None)
   use_topk = _use_topk(cfg, lq, n_keys)
   k_head, k_query, k_fill = jax.random.split(rng, 3)
 
   n = valid.sum(-1).astype(jnp.int32)
-  n_f = n.astype(jnp.float32)
 
   # ---- 4/5. query count and query selection --------------------------------
-  m_max = query_count_bound(cfg, lq, n_keys)
-  if mode == "transformer" and varying:
-    m = jnp.round(n_f * jnp.float32(r) / jnp.float32(k)).astype(jnp.int32)
-    m = jnp.minimum(m, m_max)
-    qvalid = valid
-  else:
-    m = jnp.full((bsz,), m_max, jnp.int32)
-    qvalid = jnp.ones((bsz, lq), bool)
+  counts = mask_counts(n, cfg, lq, n_keys, s)
+  m, m_max, k_max = counts["m"], counts["m_max"], counts["k_max"]
+  k1, k2, curriculum = counts["k1"], counts["k2"], counts["curriculum"]
+  qvalid = valid if (mode == "transformer" and varying) else jnp.ones((bsz, lq), bool)
 
   qkey = _draw(draws, ("query_key", "query_order"))
   if qkey is not None:
@@ -300,30 +345,6 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
     else:
       raise ValueError(f"mask_self_value must be num_heads|inf, got {value!r}")
     score = jnp.where(sel, jnp.float32(fill_value), score)
-
-  # ---- 8. counts ----------------------------------------------------------------
-  curriculum = rho is not None and not (_is_static_number(s) and float(s) <= 0.0)
-  if not curriculum:
-    c1, c2 = r, None
-  elif _is_static_number(s):  # double, then float32 (as the reference)
-    c1, c2 = r * (1.0 - float(rho) * float(s)), r * float(rho) * float(s)
-  else:  # traced: float32
-    rs = jnp.float32(rho) * jnp.asarray(s, jnp.float32)
-    c1 = jnp.float32(r) * (jnp.float32(1.0) - rs)
-    c2 = jnp.float32(r) * rs
-  n_count = n_f if varying else jnp.full((bsz,), float(n_keys), jnp.float32)
-  if not varying and not curriculum:
-    k1 = jnp.full((bsz,), round(r * n_keys), jnp.int32)
-  else:
-    k1 = jnp.round(jnp.float32(c1) * n_count).astype(jnp.int32)
-  k_max = mask_count_bound(cfg, n_keys)
-  limit = jnp.maximum(n - 1, 0)
-  k1 = jnp.clip(k1, 0, jnp.minimum(limit, k_max))
-  if curriculum:
-    k2 = jnp.round(jnp.asarray(c2, jnp.float32) * n_count).astype(jnp.int32)
-    k2 = jnp.clip(k2, 0, jnp.minimum(limit - k1, k_max))
-  else:
-    k2 = jnp.zeros((bsz,), jnp.int32)
 
   # ---- 9. attention-guided top-K over valid tokens -------------------------------
   neg_score = jnp.where(valid, -score, jnp.inf)  # ascending = descending score
