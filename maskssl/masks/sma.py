@@ -65,7 +65,8 @@ official torch draws):
   list (valid tokens not in the attention top-K, in ascending position order),
   ``-1`` padded; the first ``K2`` are masked. Alternatively ``fill_key`` /
   ``fill_order``: ``(B, N)`` priorities.
-Missing draws come from ``rng`` (split into head, query and fill keys).
+Missing draws come from ``rng`` (one ``jax.random.bits`` call; head = bits mod Nh,
+keys = the top 24 bits as a float in [0, 1)).
 """
 from __future__ import annotations
 
@@ -193,6 +194,11 @@ def _use_topk(cfg, lq: int, n: int) -> bool:
   return path == "top_k"
 
 
+def _unit_float(bits):
+  """uint32 random bits -> float32 in [0, 1) with 24 random bits (exact)."""
+  return (bits >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
 def _draw(draws, names):
   for name in names:
     if draws is not None and name in draws and draws[name] is not None:
@@ -276,7 +282,11 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
     raise ValueError(f"head_aggregation must be mean|random_mix, got {agg!r}")
   varying = bool(getattr(cfg, "varying_length", True))
   use_topk = _use_topk(cfg, lq, n_keys)
-  k_head, k_query, k_fill = jax.random.split(rng, 3)
+  # One threefry call for every draw (cheaper to compile and to run than
+  # split + randint + several uniforms): columns [head | query | tie | fill].
+  bits = jax.random.bits(rng, (bsz, 2 * lq + 2 * n_keys), jnp.uint32)
+  b_head, b_query = bits[:, :lq], bits[:, lq:2 * lq]
+  b_tie, b_fill = bits[:, 2 * lq:2 * lq + n_keys], bits[:, 2 * lq + n_keys:]
 
   n = valid.sum(-1).astype(jnp.int32)
 
@@ -292,7 +302,7 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
   elif _draw(draws, ("query_perm",)) is not None:
     qkey = _perm_to_key(_draw(draws, ("query_perm",)), lq)
   else:
-    qkey = jax.random.uniform(k_query, (bsz, lq), jnp.float32)
+    qkey = _unit_float(b_query)
   qkey = jnp.where(qvalid, qkey, jnp.inf)
 
   if m_max > 0:
@@ -309,7 +319,7 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
     if agg == "random_mix":
       hidx = _draw(draws, ("head_idx",))
       if hidx is None:
-        hidx = jax.random.randint(k_head, (bsz, lq), 0, nh, jnp.int32)
+        hidx = (b_head % jnp.uint32(nh)).astype(jnp.int32)
       hidx = jnp.asarray(hidx).astype(jnp.int32)
       hsel = jnp.take_along_axis(hidx, qidx, axis=1)  # (B, m_max)
       rowid = hsel * lq + qidx
@@ -332,7 +342,7 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
   # masked tokens are uniform over the valid ones (no positional bias).
   tkey = _draw(draws, ("tie_key",))
   if tkey is None:
-    tkey = jax.random.uniform(jax.random.fold_in(k_fill, 1), (bsz, n_keys), jnp.float32)
+    tkey = _unit_float(b_tie)
   score = jnp.where((m == 0)[:, None], jnp.asarray(tkey, jnp.float32), score)
 
   # ---- 7. mask_self -----------------------------------------------------------
@@ -361,7 +371,7 @@ def sma_mask_details(rng, logits, valid, cfg, s=0.0, draws: Optional[Mapping[str
       cidx = jnp.clip(jnp.cumsum(cand, axis=-1) - 1, 0, n_keys - 1)
       fkey = jnp.take_along_axis(by_cand, cidx, axis=1)
     else:
-      fkey = jax.random.uniform(k_fill, (bsz, n_keys), jnp.float32)
+      fkey = _unit_float(b_fill)
     fkey = jnp.where(cand, fkey, jnp.inf)
     fill = _smallest(fkey, k2, k_max, use_topk)
   else:
@@ -407,7 +417,7 @@ def random_mask(rng, valid, ratio):
   n = valid.sum(-1).astype(jnp.int32)
   kk = jnp.round(n.astype(jnp.float32) * jnp.float32(ratio)).astype(jnp.int32)
   kk = jnp.clip(kk, 0, jnp.maximum(n - 1, 0))
-  key = jnp.where(valid, jax.random.uniform(rng, (bsz, n_keys), jnp.float32), jnp.inf)
+  key = jnp.where(valid, _unit_float(jax.random.bits(rng, (bsz, n_keys), jnp.uint32)), jnp.inf)
   k_max = max(0, min(n_keys - 1, int(_round_f32(np.float32(ratio) * np.float32(n_keys)))))
   mask = _smallest(key, kk, k_max, n_keys > TOPK_THRESHOLD)
   return mask, valid & ~mask
