@@ -45,16 +45,19 @@ def get_config(arg=None):
   # HIGGS model of the released config: 128-d, layer 1 + 4 self-attention
   # layers, 8 heads, widening 1, decoder 128-d with 1 head.
   c.model = dict(
-      input_kind="continuous",  # "continuous" | "bytes"
-      max_len=28, input_channels=1, vocab_size=262,
+      input="continuous",  # "continuous" (one token per scalar) | "bytes"
+      c_in=1, vocab_size=262, n_max=28,
       encoder_mode="transformer",  # "transformer" | "perceiver"
-      embed_dim=128, num_self_layers=4, num_heads=8, qk_dim=128,
-      widening=1, num_latents=0, latent_dim=0, cross_heads=1,
-      cross_qk_dim=0, decoder_dim=128, decoder_heads=1,
-      share_decoder_queries=False, add_mask_token=False,
-      head_dim=128, head_heads=1,
-      attn_dropout=0.0, hidden_dropout=0.0, drop_path=0.0,
-      compute_dtype="float32", compact=True)
+      embed_dim=128, latent_dim=128, num_latents=256,
+      num_self_layers=4, self_heads=8, self_qk_dim=128, self_widening=1,
+      cross_heads=8, cross_qk_dim=128, cross_widening=1,
+      decoder_heads=1, decoder_qk_dim=128,
+      head_dim=128, head_qk_dim=128, head_heads=1,
+      hidden_dropout=0.0, attn_dropout=0.0, drop_path=0.0,
+      # fine-tuning dropout of the reference HIGGS recipe (spec 5.2)
+      finetune_hidden_dropout=0.1, finetune_attn_dropout=0.1,
+      finetune_drop_path=0.1,
+      compute_dtype="float32", compact=True, gather_impl="auto")
 
   c.mask = dict(
       mask_mode="sma",  # "sma" (attention-guided) | "random" (baseline)
@@ -82,6 +85,5 @@ def get_config(arg=None):
                  warmup_fraction=0.1, end_lr=0.0, weight_decay=1e-5,
                  no_decay_names=(), clip_norm=1.0, b1=0.9, b2=0.999,
                  eps=1e-8, momentum=0.9, nesterov=False),
-      model_overrides=dict(attn_dropout=0.1, hidden_dropout=0.1,
-                           drop_path=0.1))
+      model_overrides={})
   return c
