@@ -13,7 +13,6 @@ under ./runs/ named after the config is used (and printed).
 """
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -73,6 +72,9 @@ def _parse_flags(argv):
 
 def main(argv):
   del argv
+  from absl import logging as absl_logging
+  if not flags.FLAGS["verbosity"].present:
+    absl_logging.set_verbosity(absl_logging.WARNING)
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. "
                          "--config=configs/sma_particle.py:quick")
@@ -99,7 +101,6 @@ def main(argv):
 
 
 def run():
-  logging.getLogger("absl").setLevel(logging.WARNING)
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -64,13 +64,16 @@ def _validate(config):
 
 
 def _run_evals(config, method, state, workdir, writer, step) -> dict:
+  """Run every enabled evaluator; each writes under
+  ``<workdir>/eval/step<step>/<name>/`` so results of different checkpoints
+  never mix (finished sub-runs there are reused on restart)."""
   results = {}
   for name, ecfg in (config.get("evals", None) or {}).items():
     if not ecfg.get("enabled", True):
       continue
     t0 = time.perf_counter()
     out = get_evaluator(ecfg.type).run(config, ecfg, method, state,
-                                       os.path.join(workdir, "eval", name))
+                                       os.path.join(workdir, "eval", f"step{step}", name))
     out = {k: float(v) for k, v in out.items()}
     writer.write(step, dict(out, seconds=time.perf_counter() - t0),
                  stage=f"eval/{name}")

@@ -18,6 +18,7 @@ _REGISTRY = {
     "finetune": "maskssl.evaluators.finetune",
     "knn": "maskssl.evaluators.knn",
     "linear_probe": "maskssl.evaluators.linear_probe",
+    "mask_report": "maskssl.evaluators.mask_report",
     "reconstruction": "maskssl.evaluators.reconstruction",
 }
 

@@ -158,7 +158,8 @@ def run(config, eval_config, method, state, workdir) -> dict:
       for k in metric_keys:
         m, s = scores.mean_std([r[k] for r in runs])
         flat[f"n{n}/{init}/{k}"] = m
-        flat[f"n{n}/{init}/{k}_std"] = s
+        if len(runs) > 1:
+          flat[f"n{n}/{init}/{k}_std"] = s
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "results.json"), "w") as f:

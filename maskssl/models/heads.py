@@ -103,7 +103,7 @@ class ProjectionMLP(nn.Module):
         x = nn.relu(x)
       elif self.last_bn:
         x = bn(f"bn{i}")(x)
-    return x.astype(jnp.float32)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 __all__ = ["ProjectionMLP", "TorchDense"]

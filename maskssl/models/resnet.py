@@ -182,7 +182,8 @@ class ResNet(nn.Module):
         x = block_cls(self.width * 2 ** i, strides, conv=conv, norm=norm,
                       zero_init_residual=self.zero_init_residual,
                       name=f"layer{i + 1}_{j}")(x)
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = jnp.mean(x.astype(jnp.promote_types(x.dtype, jnp.float32)),
+                 axis=(1, 2))
     return x.reshape(x.shape[0], -1)
 
 
@@ -213,6 +214,35 @@ def build_resnet(name: str = "resnet18", **kw) -> ResNet:
   return _DEPTHS[name](**kw)
 
 
+class ResNetClassifier(nn.Module):
+  """Fine-tuning / probing model: ``encoder`` (a :class:`ResNet`) -> optional
+  fixed per-dimension feature scale -> Dense head.
+
+  Called as ``apply({"params": p, "batch_stats": s}, batch, train=bool)``
+  with ``batch["image"]`` uint8 NHWC (or an array); images are converted to
+  float and normalised with ``mean``/``std`` (no augmentation here). Params
+  are ``{"encoder": ..., "head": ...}`` so a pretrained backbone stored under
+  ``params["encoder"]`` drops in.
+  """
+  encoder: ResNet
+  num_outputs: int
+  mean: Sequence[float] = (0.485, 0.456, 0.406)
+  std: Sequence[float] = (0.229, 0.224, 0.225)
+  feature_scale: Any = None   # e.g. a learned MetaMask mask, (F,) constant
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    images = batch["image"] if isinstance(batch, dict) else batch
+    x = jnp.asarray(images)
+    x = x.astype(jnp.float32) / 255.0 if x.dtype == jnp.uint8 else x.astype(
+        jnp.float32)
+    x = (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+    h = self.encoder(x, train=train)
+    if self.feature_scale is not None:
+      h = h * jnp.asarray(self.feature_scale, h.dtype)
+    return nn.Dense(self.num_outputs, name="head")(h)
+
+
 def dtype_from_name(name) -> Any:
   """``"float32"``/``"bfloat16"``/a dtype -> jnp dtype."""
   if name is None:
@@ -221,5 +251,5 @@ def dtype_from_name(name) -> Any:
 
 
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
-           "resnet50", "build_resnet", "torch_default_kernel_init",
+           "resnet50", "build_resnet", "ResNetClassifier", "torch_default_kernel_init",
            "kaiming_fan_out", "dtype_from_name"]

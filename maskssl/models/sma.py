@@ -132,9 +132,9 @@ def compaction(flags: jax.Array, size: int, impl: str = "auto") -> Compaction:
   slots = jnp.arange(size, dtype=jnp.int32)
   valid = slots[None, :] < count[:, None]                         # (B, S)
   if impl == "auto":
-    impl = "onehot" if n <= 128 else "take"
-  hit = flags[:, None, :] & (pos[:, None, :] == slots[None, :, None])  # (B,S,N)
-  if impl == "onehot":
+    impl = "onehot" if n <= 64 else "take"
+  if impl == "onehot":   # O(S N) per example: only for short sequences
+    hit = flags[:, None, :] & (pos[:, None, :] == slots[None, :, None])
     onehot = hit.astype(jnp.float32)
     index = jnp.argmax(hit, axis=-1).astype(jnp.int32)
     return Compaction(index, onehot, valid)
