@@ -11,8 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import shared_data_dir
 from maskssl.masks import sma
+
+try:
+  from conftest import shared_data_dir
+except ImportError:  # e.g. --import-mode=importlib
+  import os
+  import pathlib
+
+  def shared_data_dir():
+    env = os.environ.get("MASKSSL_SHARED_DATA")
+    return pathlib.Path(env) if env else pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 NEG = -1e9
 F32_MIN = float(np.finfo(np.float32).min)
