@@ -208,6 +208,13 @@ def test_parity_with_official(shared_data, reference, key):
 
 
 # --------------------------------------------------------------------------- counts
+def test_ranks_matches_double_argsort():
+  x = np.random.RandomState(0).randint(0, 4, (3, 5, 9)).astype(np.float32)  # many ties
+  for axis in (-1, 1, 0):
+    want = np.argsort(np.argsort(x, axis=axis, kind="stable"), axis=axis, kind="stable")
+    np.testing.assert_array_equal(np.asarray(sma.ranks(x, axis=axis)), want)
+
+
 def test_rounding_examples():
   assert expected_k(0.15, 30) == 4 and expected_k(0.15, 10) == 2
   assert expected_k(0.2, 28) == 6 and expected_m(0.2, 3, 28) == 2
@@ -507,14 +514,15 @@ def test_top_k_path_with_ties():
 
 
 def test_auto_path_large_n():
-  """N > 1024 switches to the top_k path automatically; same result as ranks."""
+  """path="auto" uses lax.top_k (large N here); same result as the ranks path."""
   n = 1100
   valid = make_valid(np.array([1100, 700]), n)
   logits = make_logits(14, 2, 1, 8, n, valid)
   cfg = dict(ratio=0.5, num_per_query=64, head_aggregation="mean", mask_self=False,
              mode="perceiver")
   assert sma._use_topk(sma.mask_config(**cfg), 8, n)
-  assert not sma._use_topk(sma.mask_config(**cfg), 8, 1024)
+  assert sma._use_topk(sma.mask_config(**cfg), 8, 28)  # faster on CPU at every size
+  assert not sma._use_topk(sma.mask_config(path="ranks"), 28, 28)
   out = details(jax.random.PRNGKey(0), logits, valid, both_paths=True, **cfg)
   np.testing.assert_array_equal(out["mask"].sum(-1), [550, 350])
   np.testing.assert_array_equal(out["sel"].sum(-1), [8, 8])  # round(8.6) = 9 > Lq = 8

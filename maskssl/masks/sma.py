@@ -17,10 +17,16 @@ selected query rows are gathered and soft-maxed (``m_max = rnd(N r / k)`` is a
 static bound), so the cost is ``O(B * Nh_used * m_max * N)`` instead of the full
 ``(B, Nh, Lq, N)`` softmax. Two selection paths give identical results:
 
-* ``"ranks"``: ``ranks(x) = argsort(argsort(x, stable))`` (default for small N);
+* ``"ranks"``: the spec's sort formulation (``ranks(x) < count`` with
+  ``ranks = argsort(argsort(x, stable))``, implemented as one stable sort and a
+  scatter); the reference path for tests;
 * ``"top_k"``: ``lax.top_k`` with the static bounds ``m_max``/``K_max`` and a
-  scatter back to ``(B, N)`` (used automatically when ``max(Lq, N) > 1024``).
-Ties are always broken towards the lower index (stable sort / ``lax.top_k``).
+  scatter back to ``(B, N)`` (spec 3.2 "Cost").
+``path="auto"`` (default) uses ``top_k`` at every size: it is the fast path for
+large N and, measured on CPU, also 4x faster at HIGGS size (256, 8, 28, 28):
+0.33 ms vs 1.3 ms, because XLA's CPU sort is slow. Ties are always broken
+towards the lower index (stable sort / ``lax.top_k``), so both paths give
+identical masks (tested).
 
 Rounding is round-half-to-even of float32 products, like ``torch.round`` in the
 reference: ``K = round(float32(r) * float32(n))``, ``m = round(float32(n) *
@@ -91,8 +97,9 @@ __all__ = [
     "TOPK_THRESHOLD",
 ]
 
-# Use the lax.top_k path automatically when max(Lq, N) exceeds this.
-TOPK_THRESHOLD = 1024
+# path="auto" uses lax.top_k when max(Lq, N) > TOPK_THRESHOLD (0: always; it
+# is faster than sorting at every size measured on CPU).
+TOPK_THRESHOLD = 0
 
 _F32_MIN = float(np.finfo(np.float32).min)
 
@@ -119,9 +126,17 @@ def mask_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def ranks(x, axis=-1):
-  """Rank of every entry along ``axis`` (0 = smallest); stable: ties by index."""
-  order = jnp.argsort(x, axis=axis, stable=True)
-  return jnp.argsort(order, axis=axis, stable=True)
+  """Rank of every entry along ``axis`` (0 = smallest); stable: ties by index.
+
+  Equal to ``argsort(argsort(x, stable=True))``; the second sort is replaced by
+  the inverse-permutation scatter (one sort instead of two; XLA's CPU sort costs
+  ~0.7 ms at (256, 28)).
+  """
+  x = jnp.moveaxis(jnp.asarray(x), axis, -1)
+  order = jnp.argsort(x, axis=-1, stable=True).astype(jnp.int32)
+  iota = jnp.broadcast_to(jnp.arange(x.shape[-1], dtype=jnp.int32), order.shape)
+  out = jnp.put_along_axis(jnp.zeros_like(order), order, iota, axis=-1, inplace=False)
+  return jnp.moveaxis(out, -1, axis)
 
 
 def _round_f32(x):
@@ -180,9 +195,10 @@ def _smallest(key, count, kmax: int, use_topk: bool):
     return jnp.zeros(key.shape, bool)
   if use_topk:
     _, idx = jax.lax.top_k(-key, kmax)
-    flags = jnp.arange(kmax, dtype=jnp.int32)[None, :] < count[:, None]
-    return _scatter_flags(key.shape, idx, flags)
-  return ranks(key) < count[:, None]
+  else:  # one stable sort; the first kmax positions in ascending-key order
+    idx = jnp.argsort(key, axis=-1, stable=True)[:, :kmax]
+  flags = jnp.arange(kmax, dtype=jnp.int32)[None, :] < count[:, None]
+  return _scatter_flags(key.shape, idx.astype(jnp.int32), flags)
 
 
 def _use_topk(cfg, lq: int, n: int) -> bool:
@@ -419,7 +435,7 @@ def random_mask(rng, valid, ratio):
   kk = jnp.clip(kk, 0, jnp.maximum(n - 1, 0))
   key = jnp.where(valid, _unit_float(jax.random.bits(rng, (bsz, n_keys), jnp.uint32)), jnp.inf)
   k_max = max(0, min(n_keys - 1, int(_round_f32(np.float32(ratio) * np.float32(n_keys)))))
-  mask = _smallest(key, kk, k_max, n_keys > TOPK_THRESHOLD)
+  mask = _smallest(key, kk, k_max, True)
   return mask, valid & ~mask
 
 
