@@ -1,0 +1,518 @@
+"""MetaMask (Li et al., NeurIPS 2022): Barlow Twins + SimCLR with a
+meta-learned dimensional mask (spec: shared/specs/metamask.md).
+
+Model: ResNet (CIFAR stem, 512-d pooled feature ``h``) -> ``h * M`` with a
+global mask ``M = sigmoid(m)`` (``m`` init 0, so ``M = 0.5``) -> two
+projectors: Barlow Twins ``g_bt`` (3 layers, 2048) and contrastive ``g_cl``
+(2 layers, 256), each ending with an affine BatchNorm. Each augmented view is
+a separate forward pass with its own BatchNorm batch statistics (running
+statistics are updated view 0, then view 1), as in the reference.
+
+One iteration (``train_step``, one jitted function), in the reference order:
+
+1. **regular step**: ``g = grad_theta [L_BT + w_cl * L_CL](theta_t, M)`` with
+   ``M`` held constant (the mask never learns from ``L_BT``), then one
+   SGD-momentum step (``optax``: coupled weight decay, torch semantics);
+2. **virtual step** from the *updated* weights ``theta_1`` on ``L_CL`` only,
+   with the optimiser's momentum trace and weight decay:
+   ``theta'(m) = theta_1 - lr (mu * trace + grad L_CL(theta_1, M(m)) + wd * theta_1)``;
+3. **hypergradient** ``h_m = d/dm L_CL(theta'(m), M(m))`` (``meta_grad``);
+4. **mask step**: its own SGD (momentum 0.9, wd 5e-4 on the logits).
+
+``metamask.meta_grad`` modes (all exact ones agree to float error):
+
+* ``"exact"`` (default): the exact hypergradient computed with one
+  linearisation of the backbone at ``theta_1``:
+  ``h_m = d1 - lr * grad_m <grad_theta L_CL(theta_1, M(m)), v>`` where
+  ``v = grad_theta L_CL(theta')`` and ``d1 = dL_CL(theta')/dm``. Because ``m``
+  enters after the backbone, ``<grad_theta L_CL(theta_1, m), v>`` equals
+  a JVP of the *heads* with tangents ``(v_heads, J_backbone(theta_1) v_backbone)``;
+  ``J v`` reuses the residuals of the inner gradient's forward pass
+  (``jax.linearize`` + ``jax.linear_transpose``), so the second-order term
+  costs one backbone tangent pass instead of a reverse-over-reverse sweep.
+* ``"exact_unrolled"``: literally ``jax.grad`` of the unrolled meta objective
+  (reverse-over-reverse through the virtual step; the spec's pseudo-code).
+* ``"exact_jvp"``: ``d1 - lr * jvp(theta -> dL_CL(theta, M(m))/dm, theta_1, v)``.
+* ``"finite_difference"`` (alias ``"fd"``): the reference/DARTS estimate,
+  ``eps = fd_r / ||v||`` (``fd_r = 0.01``) and a central difference of
+  ``dL_CL/dm`` at ``theta_1 +- eps v``.
+* ``"first_order"``: ``h_m = d1`` (no second-order term).
+
+BatchNorm inside the meta step: batch statistics are functions of
+``theta`` and are differentiated through; the running statistics of the
+step-2 forward at ``theta_1`` are kept (``meta_updates_bn_stats=True``, as the
+reference updates the real model's buffers there), those of the ``theta'``
+and ``theta_1 +- eps v`` passes are discarded.
+
+Learning rates follow the reference's per-epoch cosine
+(``lr_e = lr_0 * (1 + cos(pi e / E)) / 2``, ``e = step // steps_per_epoch``)
+or are constant (``metamask.lr_schedule``).
+
+State: ``step``, ``params`` ({encoder, bt_head, cl_head}), ``batch_stats``
+(same keys), ``opt_state`` (encoder SGD), ``mask`` (logits ``m``, (F,)),
+``mask_opt_state`` (mask SGD).
+
+``encode`` returns eval-mode backbone features multiplied by the learned
+mask (``metamask.encode_apply_mask``, default True, as the reference kNN).
+Deviations: the two unused SimSiam predictors of the reference are omitted
+(they receive no gradient); flax keeps the biased batch variance in the BN
+running average (torch: unbiased), which only affects eval-mode features.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from maskssl import augment as aug_lib
+from maskssl.losses import joint_embedding as je
+from maskssl.methods.base import Method
+from maskssl.models.heads import ProjectionMLP
+from maskssl.models.resnet import ResNetClassifier, build_resnet, dtype_from_name
+
+META_GRAD_MODES = ("exact", "exact_unrolled", "exact_jvp",
+                   "finite_difference", "first_order")
+_ALIASES = {"fd": "finite_difference", "exact_autodiff": "exact_unrolled"}
+HEADS = ("bt_head", "cl_head")
+
+
+def _get(cfg, key, default):
+  if cfg is None:
+    return default
+  try:
+    return cfg.get(key, default)
+  except AttributeError:
+    return getattr(cfg, key, default)
+
+
+def _axpy(a, x, y):
+  return jax.tree.map(lambda xi, yi: a * xi + yi, x, y)
+
+
+def tree_dot(a, b):
+  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),
+                                            jax.tree.leaves(b)))
+
+
+def cosine_epoch_schedule(lr0: float, steps_per_epoch: int, epochs: int):
+  """Per-epoch cosine without warm-up, constant within an epoch."""
+  spe, total = max(int(steps_per_epoch), 1), max(int(epochs), 1)
+
+  def fn(step):
+    epoch = jnp.asarray(step) // spe
+    return lr0 * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / total))
+  return fn
+
+
+def sgd_momentum(lr_fn, momentum: float, weight_decay: float
+                 ) -> optax.GradientTransformation:
+  """PyTorch SGD (dampening 0, coupled weight decay on every leaf):
+  ``d = g + wd p; b = mu b + d; p -= lr b`` (first ``b = d``)."""
+  parts = []
+  if weight_decay:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  parts.append(optax.sgd(lr_fn, momentum=momentum or None))
+  return optax.chain(*parts)
+
+
+def momentum_trace(opt_state, params):
+  """The momentum buffer inside an :func:`sgd_momentum` state (zeros if the
+  optimiser has no momentum)."""
+  try:
+    return optax.tree_utils.tree_get(opt_state, "trace")
+  except KeyError:
+    return jax.tree.map(jnp.zeros_like, params)
+
+
+class MetaMask(Method):
+  """SimCLR + Barlow Twins with a meta-learned dimensional mask."""
+
+  name = "metamask"
+
+  def __init__(self, config):
+    super().__init__(config)
+    mcfg = config.get("model", None) or {}
+    cfg = config.get("metamask", None) or {}
+    ocfg = config.get("optim", None) or {}
+    self.dtype = dtype_from_name(_get(mcfg, "compute_dtype", "float32"))
+    backbone = _get(mcfg, "backbone", "resnet18")
+    kw = dict(stem=_get(mcfg, "stem", "cifar"),
+              stem_relu=bool(_get(mcfg, "stem_relu", False)),
+              init_scheme=_get(mcfg, "init_scheme", "pytorch"),
+              dtype=self.dtype)
+    if backbone == "resnet_tiny":
+      kw["width"] = int(_get(mcfg, "width", 8))
+      kw["stage_sizes"] = tuple(_get(mcfg, "stage_sizes", (1, 1)))
+    elif _get(mcfg, "width", None):
+      kw["width"] = int(_get(mcfg, "width", 64))
+    self.encoder = build_resnet(backbone, **kw)
+    self.feature_dim = self.encoder.num_features
+    head_kw = dict(last_bn=True, dtype=self.dtype,
+                   init_scheme=_get(mcfg, "head_init_scheme", "pytorch"))
+    self.bt_head = ProjectionMLP(
+        tuple(_get(mcfg, "bt_features", (2048, 2048, 2048))), **head_kw)
+    self.cl_head = ProjectionMLP(
+        tuple(_get(mcfg, "cl_features", (2048, 256))), **head_kw)
+    self.modules = {"encoder": self.encoder, "bt_head": self.bt_head,
+                    "cl_head": self.cl_head}
+    self.aug = aug_lib.augment_config(config.get("augment", None))
+
+    self.mask_param = _get(cfg, "mask_param", "sigmoid")
+    if self.mask_param not in ("sigmoid", "identity"):
+      raise ValueError(f"metamask.mask_param {self.mask_param!r}: use "
+                       "'sigmoid' or 'identity'")
+    self.enable_meta = bool(_get(cfg, "enable_meta", True))
+    mode = _get(cfg, "meta_grad", "exact")
+    self.meta_grad = _ALIASES.get(mode, mode)
+    if self.meta_grad not in META_GRAD_MODES:
+      raise ValueError(f"metamask.meta_grad {mode!r}; known: "
+                       f"{META_GRAD_MODES + tuple(_ALIASES)}")
+    self.w_cl = float(_get(cfg, "w_cl", 10.0))
+    self.bt_lambda = float(_get(cfg, "bt_lambda", 5e-3))
+    self.bt_eps = float(_get(cfg, "bt_eps", 0.0))
+    self.temperature = float(_get(cfg, "temperature", 0.07))
+    task = _get(cfg, "task_loss", "nt_xent")
+    self.task_loss = je.get_loss(task)
+    self.task_kwargs = ({"temperature": self.temperature}
+                        if self.task_loss is je.nt_xent else {})
+    self.fd_r = float(_get(cfg, "fd_r", 0.01))
+    self.meta_updates_bn_stats = bool(_get(cfg, "meta_updates_bn_stats", True))
+    self.encode_apply_mask = bool(_get(cfg, "encode_apply_mask", True))
+
+    total_steps = int(config.get("total_steps", 0) or 0)
+    spe = int(_get(cfg, "steps_per_epoch", 0) or 0) or max(total_steps, 1)
+    epochs = int(_get(cfg, "epochs", 0) or 0) or max(
+        1, math.ceil(max(total_steps, 1) / spe))
+    sched = _get(cfg, "lr_schedule", "cosine_epoch")
+    lr0 = float(_get(ocfg, "lr", 1e-3))
+    mlr0 = float(_get(cfg, "mask_lr", 1e-3))
+    if sched == "cosine_epoch":
+      self.schedule = cosine_epoch_schedule(lr0, spe, epochs)
+      self.mask_schedule = cosine_epoch_schedule(mlr0, spe, epochs)
+    elif sched == "constant":
+      self.schedule = lambda step: jnp.full((), lr0, jnp.float32)
+      self.mask_schedule = lambda step: jnp.full((), mlr0, jnp.float32)
+    else:
+      raise ValueError(f"metamask.lr_schedule {sched!r}: use 'cosine_epoch' "
+                       "or 'constant'")
+    self.momentum = float(_get(ocfg, "momentum", 0.9))
+    self.weight_decay = float(_get(ocfg, "weight_decay", 5e-4))
+    self.tx = sgd_momentum(self.schedule, self.momentum, self.weight_decay)
+    self.mask_tx = sgd_momentum(
+        self.mask_schedule, float(_get(cfg, "mask_momentum", 0.9)),
+        float(_get(cfg, "mask_weight_decay", 5e-4)))
+
+  # ------------------------------------------------------------ state ----
+  def init_state(self, rng, batch):
+    size = self.aug.size
+    x = jnp.zeros((2, size, size, 3), jnp.float32)
+    k_enc, k_bt, k_cl = jax.random.split(rng, 3)
+    params, stats = {}, {}
+    v = self.encoder.init(k_enc, x, train=False)
+    params["encoder"], stats["encoder"] = v["params"], v["batch_stats"]
+    h = jnp.zeros((2, self.feature_dim), jnp.float32)
+    for name, key in (("bt_head", k_bt), ("cl_head", k_cl)):
+      v = self.modules[name].init(key, h, train=False)
+      params[name], stats[name] = v["params"], v["batch_stats"]
+    init = 0.0 if self.mask_param == "sigmoid" else 1.0
+    mask = jnp.full((self.feature_dim,), init, jnp.float32)
+    return dict(step=jnp.zeros((), jnp.int32), params=params,
+                batch_stats=stats, opt_state=self.tx.init(params),
+                mask=mask, mask_opt_state=self.mask_tx.init(mask))
+
+  # ---------------------------------------------------------- forward ----
+  def mask_values(self, m):
+    """``M`` from the logits (``sigmoid`` or ``identity``); ones when the
+    meta mask is disabled."""
+    if not self.enable_meta:
+      return jnp.ones_like(m)
+    return jax.nn.sigmoid(m) if self.mask_param == "sigmoid" else m
+
+  def _apply(self, name, p, bn, x, train: bool):
+    mod = self.modules[name]
+    if train:
+      out, upd = mod.apply({"params": p, "batch_stats": bn}, x, train=True,
+                           mutable=["batch_stats"])
+      return out, upd["batch_stats"]
+    return mod.apply({"params": p, "batch_stats": bn}, x, train=False), bn
+
+  def backbone_views(self, p_enc, bn_enc, x0, x1):
+    """Train-mode backbone on each view separately -> ((h0, h1), bn')."""
+    h0, bn_enc = self._apply("encoder", p_enc, bn_enc, x0, True)
+    h1, bn_enc = self._apply("encoder", p_enc, bn_enc, x1, True)
+    return (h0, h1), bn_enc
+
+  def heads_loss(self, p_heads, bn_heads, hs, mask_vec, kind: str):
+    """Loss from pooled features of both views.
+
+    ``kind="reg"``: ``L_BT + w_cl L_CL``; ``kind="cl"``: ``L_CL`` (the BT head
+    still runs when ``meta_updates_bn_stats`` so its running statistics move
+    as in the reference). Returns ``(loss, (bn_heads', metrics))``."""
+    new_bn = dict(bn_heads)
+    run_bt = kind == "reg" or self.meta_updates_bn_stats
+    zs = {"bt_head": [], "cl_head": []}
+    for h in hs:
+      ht = h * mask_vec.astype(h.dtype)[None, :]
+      for name in (HEADS if run_bt else ("cl_head",)):
+        z, new_bn[name] = self._apply(name, p_heads[name], new_bn[name], ht,
+                                      True)
+        zs[name].append(z)
+    cl, cl_m = self.task_loss(zs["cl_head"][0], zs["cl_head"][1],
+                              **self.task_kwargs)
+    metrics = dict(cl_loss=cl, cl_pos_sim=cl_m.get("pos_sim", cl),
+                   cl_emb_std=cl_m["emb_std"])
+    if kind == "reg":
+      bt, bt_m = je.barlow_twins(zs["bt_head"][0], zs["bt_head"][1],
+                                 self.bt_lambda, "unbiased", self.bt_eps)
+      metrics.update(bt_loss=bt, bt_on_diag=bt_m["bt_on_diag"],
+                     bt_off_diag=bt_m["bt_off_diag"])
+      return bt + self.w_cl * cl, (new_bn, metrics)
+    return cl, (new_bn, metrics)
+
+  def full_loss(self, params, bn, mask_vec, x0, x1, kind: str):
+    """``L_reg`` or ``L_CL`` of the whole network -> ``(loss, (bn', metrics))``."""
+    hs, bn_enc = self.backbone_views(params["encoder"], bn["encoder"], x0, x1)
+    loss, (bn_h, metrics) = self.heads_loss(
+        {k: params[k] for k in HEADS}, {k: bn[k] for k in HEADS}, hs,
+        mask_vec, kind)
+    return loss, (dict(bn_h, encoder=bn_enc), metrics)
+
+  def cl_loss_m(self, params, bn, m, x0, x1):
+    """``L_CL(theta, M(m))`` -> ``(loss, bn')``."""
+    loss, (bn_new, _) = self.full_loss(params, bn, self.mask_values(m), x0,
+                                       x1, "cl")
+    return loss, bn_new
+
+  # ------------------------------------------------------- meta step -----
+  def virtual_params(self, params1, trace1, grads, lr):
+    """``theta_1 - lr (mu trace + g + wd theta_1)``."""
+    mu, wd = self.momentum, self.weight_decay
+    return jax.tree.map(lambda p, b, g: p - lr * (mu * b + g + wd * p),
+                        params1, trace1, grads)
+
+  def meta_objective(self, m, params1, trace1, bn1, x0, x1, lr):
+    """``F(m) = L_CL(theta'(m), M(m))`` -> ``(F, bn after the step-2
+    forward at theta_1)``; differentiable in ``m``."""
+    g, bn_a = jax.grad(self.cl_loss_m, has_aux=True)(params1, bn1, m, x0, x1)
+    theta_v = self.virtual_params(params1, trace1, g, lr)
+    loss, _ = self.cl_loss_m(theta_v, bn1, m, x0, x1)
+    return loss, bn_a
+
+  def hypergradient(self, params1, trace1, bn1, m, x0, x1, lr, mode=None,
+                    fd_r=None):
+    """``(h_m, aux)`` for the meta step; ``aux`` holds ``meta_loss`` (F),
+    ``d1``, ``second_order`` (the term multiplied by ``-lr``),
+    ``cl_loss_inner`` and ``batch_stats`` (running statistics to keep).
+    ``mode`` defaults to ``metamask.meta_grad``; ``fd_r`` (may be traced) to
+    ``metamask.fd_r``."""
+    mode = _ALIASES.get(mode, mode) or self.meta_grad
+    fd_r = self.fd_r if fd_r is None else fd_r
+    params1 = jax.lax.stop_gradient(params1)
+    trace1 = jax.lax.stop_gradient(trace1)
+    zero_m = jnp.zeros_like(m)
+    if mode == "exact_unrolled":
+      (f_val, bn_a), h_m = jax.value_and_grad(
+          self.meta_objective, has_aux=True)(m, params1, trace1, bn1, x0, x1,
+                                             lr)
+      return h_m, dict(meta_loss=f_val, batch_stats=bn_a, d1=None,
+                       second_order=None, cl_loss_inner=None)
+
+    if mode == "exact":
+      return self._hypergradient_linearized(params1, trace1, bn1, m, x0, x1,
+                                            lr)
+
+    # Inner gradient at theta_1 (keeps the step-2 running statistics).
+    (l_in, bn_a), g = jax.value_and_grad(self.cl_loss_m, has_aux=True)(
+        params1, bn1, m, x0, x1)
+    theta_v = self.virtual_params(params1, trace1, g, lr)
+    dm_fn = lambda th: jax.grad(  # noqa: E731
+        lambda mm: self.cl_loss_m(th, bn1, mm, x0, x1)[0])(m)
+    if mode == "first_order":
+      f_val, d1 = jax.value_and_grad(
+          lambda mm: self.cl_loss_m(theta_v, bn1, mm, x0, x1)[0])(m)
+      second = zero_m
+    else:
+      (f_val, _), (v, d1) = jax.value_and_grad(
+          self.cl_loss_m, argnums=(0, 2), has_aux=True)(theta_v, bn1, m, x0,
+                                                         x1)
+      if mode == "exact_jvp":
+        _, second = jax.jvp(dm_fn, (params1,), (v,))
+      elif mode == "finite_difference":
+        eps = fd_r / optax.tree.norm(v)
+        plus = dm_fn(_axpy(eps, v, params1))
+        minus = dm_fn(_axpy(-eps, v, params1))
+        second = (plus - minus) / (2.0 * eps)
+      else:
+        raise ValueError(f"unknown meta_grad mode {mode!r}")
+    h_m = d1 - lr * second
+    return h_m, dict(meta_loss=f_val, batch_stats=bn_a, d1=d1,
+                     second_order=second, cl_loss_inner=l_in)
+
+  def _hypergradient_linearized(self, params1, trace1, bn1, m, x0, x1, lr):
+    p_heads = {k: params1[k] for k in HEADS}
+    bn_heads = {k: bn1[k] for k in HEADS}
+
+    def backbone(p_enc):
+      return self.backbone_views(p_enc, bn1["encoder"], x0, x1)
+
+    hs, f_jvp, bn_enc_a = jax.linearize(backbone, params1["encoder"],
+                                        has_aux=True)
+    f_vjp = jax.linear_transpose(f_jvp, params1["encoder"])
+
+    def ell(ph, hs_, mm):
+      loss, (bn_h, _) = self.heads_loss(ph, bn_heads, hs_,
+                                        self.mask_values(mm), "cl")
+      return loss, bn_h
+
+    # Inner gradient g' = grad_theta L_CL(theta_1, M(m)).
+    (l_in, bn_h_a), (g_heads, d_hs) = jax.value_and_grad(
+        ell, argnums=(0, 1), has_aux=True)(p_heads, hs, m)
+    (g_enc,) = f_vjp(d_hs)
+    grads = dict(g_heads, encoder=g_enc)
+    theta_v = self.virtual_params(params1, trace1, grads, lr)
+    # One reverse pass at theta': v (all params) and d1 (mask).
+    (f_val, _), (v, d1) = jax.value_and_grad(
+        self.cl_loss_m, argnums=(0, 2), has_aux=True)(theta_v, bn1, m, x0, x1)
+    # <grad_theta L_CL(theta_1, m), v> as a JVP of the heads with tangents
+    # (v_heads, J_backbone v_encoder); its m-gradient is the mixed term.
+    t_hs = f_jvp(v["encoder"])
+    v_heads = {k: v[k] for k in HEADS}
+
+    def directional(mm):
+      return jax.jvp(lambda ph, hs_: ell(ph, hs_, mm)[0], (p_heads, hs),
+                     (v_heads, t_hs))[1]
+
+    second = jax.grad(directional)(m)
+    h_m = d1 - lr * second
+    bn_a = dict(bn_h_a, encoder=bn_enc_a)
+    return h_m, dict(meta_loss=f_val, batch_stats=bn_a, d1=d1,
+                     second_order=second, cl_loss_inner=l_in)
+
+  # ------------------------------------------------------- train step ----
+  def views(self, rng, images):
+    return aug_lib.two_views(rng, images, self.aug)
+
+  def train_step(self, state, batch, rng):
+    x0, x1 = self.views(rng, batch["image"])
+    x0, x1 = x0.astype(self.dtype), x1.astype(self.dtype)
+    step = state["step"]
+    lr = self.schedule(step)
+    m = state["mask"]
+    mask_vec = jax.lax.stop_gradient(self.mask_values(m))
+
+    # 1. regular step on L_BT + w_cl L_CL (mask constant).
+    (loss, (bn1, metrics)), grads = jax.value_and_grad(
+        self.full_loss, has_aux=True)(state["params"], state["batch_stats"],
+                                      mask_vec, x0, x1, "reg")
+    updates, opt_state = self.tx.update(grads, state["opt_state"],
+                                        state["params"])
+    params1 = optax.apply_updates(state["params"], updates)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                   lr=lr)
+    new_state = dict(state, step=step + 1, params=params1, batch_stats=bn1,
+                     opt_state=opt_state)
+
+    if self.enable_meta:
+      # 2-3. virtual step + hypergradient (same views, from theta_{t+1}).
+      trace1 = momentum_trace(opt_state, params1)
+      h_m, aux = self.hypergradient(params1, trace1, bn1, m, x0, x1, lr)
+      if self.meta_updates_bn_stats:
+        new_state["batch_stats"] = aux["batch_stats"]
+      # 4. mask step.
+      m_upd, mask_opt = self.mask_tx.update(h_m, state["mask_opt_state"], m)
+      new_state["mask"] = optax.apply_updates(m, m_upd)
+      new_state["mask_opt_state"] = mask_opt
+      metrics.update(meta_loss=aux["meta_loss"],
+                     hypergrad_norm=jnp.linalg.norm(h_m),
+                     mask_lr=self.mask_schedule(step))
+      if aux["second_order"] is not None:
+        metrics["second_order_norm"] = lr * jnp.linalg.norm(
+            aux["second_order"])
+        metrics["first_order_norm"] = jnp.linalg.norm(aux["d1"])
+    mv = self.mask_values(new_state["mask"])
+    metrics.update(mask_mean=jnp.mean(mv), mask_min=jnp.min(mv),
+                   mask_max=jnp.max(mv), mask_std=jnp.std(mv))
+    return new_state, {k: jnp.asarray(v, jnp.float32)
+                       for k, v in metrics.items()}
+
+  # ---------------------------------------------------------- evaluation --
+  def encode(self, state, batch):
+    x = aug_lib.eval_preprocess(batch["image"], self.aug).astype(self.dtype)
+    h, _ = self._apply("encoder", state["params"]["encoder"],
+                       state["batch_stats"]["encoder"], x, False)
+    if self.encode_apply_mask:
+      h = h * self.mask_values(state["mask"])[None, :]
+    return h.astype(jnp.float32)
+
+  def eval_step(self, state, batch):
+    """Held-out losses (train-mode BN on the batch, no update)."""
+    x0, x1 = self.views(jax.random.PRNGKey(0), batch["image"])
+    loss, (_, metrics) = self.full_loss(
+        state["params"], state["batch_stats"],
+        self.mask_values(state["mask"]), x0, x1, "reg")
+    return dict(metrics, loss=loss)
+
+  def classifier(self, num_outputs: int):
+    """ResNet + Dense head (``params["encoder"]`` from pretraining). The
+    learned mask is not part of the fine-tuned model (a fixed per-dimension
+    scale followed by a Dense layer is absorbed by the head)."""
+    return ResNetClassifier(self.encoder, num_outputs, mean=self.aug.mean,
+                            std=self.aug.std)
+
+  # ---------------------------------------------------------- report ------
+  def mask_report(self, state, workdir: str) -> dict:
+    """Write ``mask.json`` (per-dimension values) and ``mask.png`` (sorted
+    values + histogram; needs matplotlib) to ``workdir``; returns summary
+    statistics."""
+    return write_mask_report(np.asarray(jax.device_get(
+        self.mask_values(state["mask"]))), workdir,
+        logits=np.asarray(jax.device_get(state["mask"])))
+
+
+def mask_summary(values: np.ndarray) -> dict:
+  v = np.asarray(values, np.float64)
+  return dict(mask_mean=float(v.mean()), mask_std=float(v.std()),
+              mask_min=float(v.min()), mask_max=float(v.max()),
+              mask_frac_below_0p4=float(np.mean(v < 0.4)),
+              mask_frac_above_0p6=float(np.mean(v > 0.6)))
+
+
+def write_mask_report(values: np.ndarray, workdir: str, logits=None) -> dict:
+  """JSON (+ PNG if matplotlib is installed) report of a dimensional mask."""
+  os.makedirs(workdir, exist_ok=True)
+  values = np.asarray(values, np.float64)
+  summary = mask_summary(values)
+  order = np.argsort(-values, kind="stable")
+  doc = dict(summary, num_dims=int(values.size),
+             values=[float(x) for x in values],
+             sorted_dims=[int(i) for i in order])
+  if logits is not None:
+    doc["logits"] = [float(x) for x in np.asarray(logits)]
+  with open(os.path.join(workdir, "mask.json"), "w") as f:
+    json.dump(doc, f, indent=1)
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    summary["plot"] = 0.0
+    return summary
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+  axes[0].plot(np.sort(values)[::-1])
+  axes[0].set_xlabel("dimension (sorted)")
+  axes[0].set_ylabel("mask value")
+  axes[0].set_title("learned dimensional mask")
+  axes[1].hist(values, bins=50)
+  axes[1].set_xlabel("mask value")
+  axes[1].set_ylabel("dimensions")
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "mask.png"), dpi=100)
+  plt.close(fig)
+  summary["plot"] = 1.0
+  return summary
