@@ -11,6 +11,18 @@ class ConfigError(ValueError):
   pass
 
 
+def load_config_file(arg: str):
+  """``path.py[:variant]`` -> ``get_config(variant)`` (as ``--config`` does)."""
+  import importlib.util
+  path, _, variant = arg.partition(":")
+  spec = importlib.util.spec_from_file_location("_maskssl_config", path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"cannot load config file {path!r}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
 def all_keys(cfg, prefix: str = "") -> list[str]:
   keys = []
   for k, v in cfg.items():

@@ -62,10 +62,11 @@ def _parse_flags(argv):
                     if a.startswith("--config=")), None)
     msg = None
     if cfg_arg:
-      base = [argv[0], f"--config={cfg_arg}"]
-      flags.FLAGS.unparse_flags()
-      flags.FLAGS(base)
-      msg = unknown_override_message(flags.FLAGS.config, argv)
+      from maskssl.config_utils import load_config_file
+      try:
+        msg = unknown_override_message(load_config_file(cfg_arg), argv)
+      except Exception:  # the original error is reported below
+        msg = None
     print(f"error: {msg or e}", file=sys.stderr)
     sys.exit(2)
 
