@@ -53,15 +53,88 @@ _kernel_init = nn.initializers.normal(stddev=0.02)
 _embed_init = nn.initializers.normal(stddev=0.02)
 
 
+class Linear(nn.Module):
+  """Dense layer (params ``kernel (in, out)``, ``bias (out,)`` like
+  ``nn.Dense``) that can absorb a preceding LayerNorm's affine part and a
+  per-output-column scale into its (small) weights:
+
+      y = (xhat * g + b0) @ W + b  ==  xhat @ (g[:, None] W) + (b0 @ W + b)
+
+  so the big ``(B, N, D)`` activations never see the broadcast multiply/add
+  of the LayerNorm (forward or backward); exact up to float rounding."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, ln=None, out_scale=None):
+    kernel = self.param("kernel", _kernel_init, (x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    if ln is not None:
+      g, b0 = ln
+      bias = bias + b0 @ kernel
+      kernel = g[:, None] * kernel
+    if out_scale is not None:
+      kernel = kernel * out_scale
+      bias = bias * out_scale
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                            (((x.ndim - 1,), (0,)), ((), ())))
+    return y + bias.astype(self.dtype)
+
+
+@jax.custom_vjp
+def normalize(x, eps):
+  """``(x - mean) / sqrt(var + eps)`` over the last axis (float32).
+
+  Custom VJP: ``dx = rstd (g - mean(g) - xhat mean(g xhat))`` -- two
+  reductions per token instead of the four autodiff derives (LayerNorm
+  backward dominated the non-matmul time on XLA:CPU)."""
+  return _normalize_fwd(x, eps)[0]
+
+
+def _normalize_fwd(x, eps):
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  xc = x - mean
+  rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)
+  xhat = xc * rstd
+  return xhat, (xhat, rstd)
+
+
+def _normalize_bwd(res, g):
+  xhat, rstd = res
+  g = g.astype(jnp.float32)
+  dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
+               - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
+  return dx, None
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class Norm(nn.Module):
+  """LayerNorm (params ``scale``, ``bias`` like ``nn.LayerNorm``), float32
+  statistics. ``affine=False`` returns ``(xhat, (scale, bias))`` so the affine
+  part can be folded into the next :class:`Linear`."""
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, affine: bool = True):
+    d = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (d,))
+    bias = self.param("bias", nn.initializers.zeros, (d,))
+    xhat = normalize(x, self.epsilon)
+    if affine:
+      return (xhat * scale + bias).astype(self.dtype)
+    return xhat.astype(self.dtype), (scale, bias)
+
+
 def _dense(features, dtype, name):
-  return nn.Dense(features, use_bias=True, dtype=dtype, param_dtype=jnp.float32,
-                  kernel_init=_kernel_init, bias_init=nn.initializers.zeros,
-                  name=name)
+  return Linear(features, dtype, name=name)
 
 
 def _layer_norm(eps, dtype, name):
-  return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
-                      name=name)
+  return Norm(eps, dtype, name=name)
 
 
 def as_dtype(x) -> Dtype:
@@ -248,28 +321,42 @@ class SMALayer(nn.Module):
     self.hidden_drop = nn.Dropout(self.hidden_dropout)
 
   # -- projections ---------------------------------------------------------
-  def query(self, q_in):
-    """``LN_a(q_in) -> Dense`` : ``(..., Nq, qk)`` (cross layers)."""
-    return self.q_proj(self.ln_a(q_in))
+  @property
+  def _scale(self):
+    return 1.0 / math.sqrt(self.qk_dim / self.num_heads)
 
-  def keyvalue(self, kv_in):
-    """``Dense(kv_in)`` (raw, not normalised): ``(B, Nk, qk + v)``."""
-    return self.kv_proj(kv_in)
+  def query(self, q_in):
+    """``LN_a(q_in) -> Dense`` : ``(..., Nq, qk)`` (cross layers), already
+    multiplied by ``1/sqrt(d_head)`` (folded into the weights)."""
+    xhat, ln = self.ln_a(q_in, affine=False)
+    return self.q_proj(xhat, ln, out_scale=jnp.float32(self._scale))
+
+  def keyvalue(self, kv_in, ln=None):
+    """``Dense(kv_in)`` (raw, not normalised) -> ``(K, V)``, ``(B, Nk, qk)``
+    and ``(B, Nk, v)``; ``ln`` folds a caller's LayerNorm affine (``kv_in``
+    is then its ``xhat``). One fused projection, split with ``lax.split``
+    (whose transpose is a concatenate, not pads + adds)."""
+    k, v = jax.lax.split(self.kv_proj(kv_in, ln), (self.qk_dim, self.v_dim),
+                         axis=-1)
+    return k, v
 
   def self_qkv(self, x):
-    y = self.qkv_proj(self.ln_a(x))
-    return y[..., :self.qk_dim], y[..., self.qk_dim:]
+    xhat, ln = self.ln_a(x, affine=False)
+    col = jnp.concatenate([
+        jnp.full((self.qk_dim,), self._scale, jnp.float32),
+        jnp.ones((self.qk_dim + self.v_dim,), jnp.float32)])
+    y = self.qkv_proj(xhat, ln, out_scale=col)
+    q, k, v = jax.lax.split(y, (self.qk_dim, self.qk_dim, self.v_dim), axis=-1)
+    return q, (k, v)
 
   # -- attention -----------------------------------------------------------
   def _qk(self, q, kv):
-    b = kv.shape[0]
+    k, v = kv
+    b = k.shape[0]
     if q.ndim == 2:
       q = jnp.broadcast_to(q[None], (b,) + q.shape)
-    scale = 1.0 / math.sqrt(self.qk_dim / self.num_heads)
-    qh = _split_heads(q * jnp.asarray(scale, q.dtype), self.num_heads)
-    kh = _split_heads(kv[..., :self.qk_dim], self.num_heads)
-    vh = _split_heads(kv[..., self.qk_dim:], self.num_heads)
-    return qh, kh, vh
+    return (_split_heads(q, self.num_heads), _split_heads(k, self.num_heads),
+            _split_heads(v, self.num_heads))
 
   def logits(self, q, kv, bias=None):
     """Scaled float32 logits ``(B, H, Nq, Nk)`` with the key bias added."""
@@ -294,7 +381,8 @@ class SMALayer(nn.Module):
     a = self.hidden_drop(self.o_proj(o), deterministic=not train)
     a = self._drop_path(a, train)
     h1 = (q_in + a) if self.query_residual else a
-    m = self.mlp_out(nn.gelu(self.mlp_in(self.ln_b(h1)), approximate=False))
+    xhat, ln = self.ln_b(h1, affine=False)
+    m = self.mlp_out(nn.gelu(self.mlp_in(xhat, ln), approximate=False))
     m = self._drop_path(self.hidden_drop(m, deterministic=not train), train)
     return h1 + m
 
@@ -307,6 +395,7 @@ class SMALayer(nn.Module):
     return jnp.where(m, x / keep, jnp.zeros_like(x))
 
   def __call__(self, q_in, kv_in=None, bias=None, train: bool = False):
+    """Full layer; ``kv_in`` only for cross layers."""
     if self.cross:
       q, kv = self.query(q_in), self.keyvalue(kv_in)
     else:
@@ -417,13 +506,14 @@ class SMAEncoder(nn.Module):
       if self.compact:
         c = compaction(keep, kept_count_bound(n, self.mask_spec.ratio),
                        self.gather_impl)
+        parts = ([x, q] if transformer else []) + list(kv)
+        sizes = tuple(a.shape[-1] for a in parts)
+        parts = jax.lax.split(
+            gather_rows(jnp.concatenate(parts, axis=-1), c), sizes, axis=-1)
         if transformer:   # queries AND keys restricted to the kept tokens
-          xc = gather_rows(jnp.concatenate([x, q, kv], axis=-1), c)
-          d = x.shape[-1]
-          q_in, q, kv = xc[..., :d], xc[..., d:d + q.shape[-1]], \
-              xc[..., d + q.shape[-1]:]
+          q_in, q, kv = parts[0], parts[1], tuple(parts[2:])
         else:
-          kv = gather_rows(kv, c)
+          kv = tuple(parts)
         h = layer0.finish(q_in, q, kv, key_bias(c.valid), train)
         h_keep = c.valid
       else:
@@ -457,7 +547,7 @@ class SMADecoder(nn.Module):
     """``enc (B, Nk, D)`` -> ``(B, n, out)`` or ``(B, S, out)`` for the query
     rows selected by ``query_rows`` (compact path: masked positions only)."""
     queries = self.param("queries", _embed_init, (self.n_max, self.embed_dim))
-    kv_in = _layer_norm(1e-5, self.dtype, "ln_pre")(enc)
+    kv_hat, ln = _layer_norm(1e-5, self.dtype, "ln_pre")(enc, affine=False)
     layer = SMALayer(num_heads=self.num_heads,
                      qk_dim=self.qk_dim or self.embed_dim, v_dim=self.embed_dim,
                      widening=1, cross=True, query_residual=False,
@@ -465,9 +555,10 @@ class SMADecoder(nn.Module):
     q = layer.query(queries[:n].astype(self.dtype))          # (n, qk)
     if query_rows is not None:
       q = gather_rows(q, query_rows)                          # (B, S, qk)
-    h = layer.finish(None, q, layer.keyvalue(kv_in), key_bias(h_keep), train)
-    h = _layer_norm(1e-12, self.dtype, "ln_final")(h)
-    return _dense(self.out_dim, self.dtype, "out")(h).astype(jnp.float32)
+    h = layer.finish(None, q, layer.keyvalue(kv_hat, ln), key_bias(h_keep),
+                     train)
+    h, ln = _layer_norm(1e-12, self.dtype, "ln_final")(h, affine=False)
+    return _dense(self.out_dim, self.dtype, "out")(h, ln).astype(jnp.float32)
 
 
 class SMAPretrainModel(nn.Module):
