@@ -188,7 +188,7 @@ class SDMAE(Method):
                      opt_state=opt_state)
     if self.use_sd:
       new_state["sd_center"] = new_center
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return new_state, {k: jnp.asarray(v, jnp.float32)
                        for k, v in metrics.items()}
 
