@@ -1,0 +1,175 @@
+"""Image readers (folders, .npz, pure-numpy PNG) and the PCam data module."""
+import csv
+import struct
+import zlib
+
+import ml_collections
+import numpy as np
+import pytest
+
+from maskssl.data import images as images_lib
+from maskssl.data import load_split, pcam
+from maskssl.data.base import DataError
+
+
+def _png_with_filters(path, img):
+  """A PNG whose rows use filters 0..4 in turn (reference encoder)."""
+  h, w, c = img.shape
+  x = img.astype(np.int32).reshape(h, w * c)
+  rows = []
+  prev = np.zeros(w * c, np.int32)
+  for y in range(h):
+    f = y % 5
+    cur = x[y]
+    left = np.concatenate([np.zeros(c, np.int32), cur[:-c]])
+    ul = np.concatenate([np.zeros(c, np.int32), prev[:-c]])
+    if f == 0:
+      pred = 0
+    elif f == 1:
+      pred = left
+    elif f == 2:
+      pred = prev
+    elif f == 3:
+      pred = (left + prev) // 2
+    else:
+      p = left + prev - ul
+      pa, pb, pc = abs(p - left), abs(p - prev), abs(p - ul)
+      pred = np.where((pa <= pb) & (pa <= pc), left,
+                      np.where(pb <= pc, prev, ul))
+    rows.append(bytes([f]) + ((cur - pred) & 255).astype(np.uint8).tobytes())
+    prev = cur
+
+  def chunk(tag, data):
+    return (struct.pack(">I", len(data)) + tag + data
+            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+  with open(path, "wb") as fh:
+    fh.write(b"\x89PNG\r\n\x1a\n"
+             + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8,
+                                          {3: 2, 4: 6}[c], 0, 0, 0))
+             + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+             + chunk(b"IEND", b""))
+
+
+def test_png_round_trip_all_filters(tmp_path):
+  rs = np.random.RandomState(0)
+  img = rs.randint(0, 256, (11, 7, 3)).astype(np.uint8)
+  images_lib.write_png(str(tmp_path / "a.png"), img)
+  np.testing.assert_array_equal(images_lib.read_png(str(tmp_path / "a.png")),
+                                img)
+  rgba = rs.randint(0, 256, (10, 6, 4)).astype(np.uint8)
+  _png_with_filters(str(tmp_path / "f.png"), rgba)
+  np.testing.assert_array_equal(images_lib.read_png(str(tmp_path / "f.png")),
+                                rgba)
+
+
+def _make_folder(root, n_per_class=(3, 2), size=8, seed=0):
+  rs = np.random.RandomState(seed)
+  out = {}
+  for ci, n in enumerate(n_per_class):
+    d = root / f"class_{ci}"
+    d.mkdir(parents=True)
+    for i in range(n):
+      img = rs.randint(0, 256, (size, size, 3)).astype(np.uint8)
+      images_lib.write_png(str(d / f"img{i}.png"), img)
+      out[(ci, i)] = img
+  return out
+
+
+def test_image_folder_reader(tmp_path):
+  ref = _make_folder(tmp_path / "data")
+  (tmp_path / "data" / "class_0" / "notes.txt").write_text("ignored")
+  x, y, names, files = images_lib.read_image_folder(str(tmp_path / "data"))
+  assert x.shape == (5, 8, 8, 3) and x.dtype == np.uint8
+  np.testing.assert_array_equal(y, [0, 0, 0, 1, 1])
+  assert names == ["class_0", "class_1"]
+  np.testing.assert_array_equal(x[4], ref[(1, 1)])
+  x, _, _, _ = images_lib.read_image_folder(str(tmp_path / "data"), crop=4)
+  np.testing.assert_array_equal(x[0], ref[(0, 0)][2:6, 2:6])
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+  _make_folder(tmp_path / "data")
+  bad = tmp_path / "data" / "class_1" / "broken.png"
+  bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 5)
+  with pytest.raises(DataError, match="broken.png"):
+    images_lib.read_image_folder(str(tmp_path / "data"))
+  bad.unlink()
+  jpg = tmp_path / "data" / "class_0" / "zz_bad.jpg"
+  jpg.write_bytes(b"not a jpeg")
+  with pytest.raises(DataError, match="zz_bad.jpg"):
+    images_lib.read_image_folder(str(tmp_path / "data"))
+
+
+def test_mismatched_sizes_and_missing_folder(tmp_path):
+  _make_folder(tmp_path / "data")
+  images_lib.write_png(str(tmp_path / "data" / "class_1" / "big.png"),
+                       np.zeros((9, 9, 3), np.uint8))
+  with pytest.raises(DataError, match="big.png"):
+    images_lib.read_image_folder(str(tmp_path / "data"))
+  with pytest.raises(DataError, match="does not exist"):
+    images_lib.read_image_folder(str(tmp_path / "nope"))
+
+
+def test_npz_reader(tmp_path):
+  x = np.random.RandomState(0).rand(4, 5, 5).astype(np.float32)
+  np.savez(tmp_path / "a.npz", images=x, labels=np.array([0, 1, 1, 0]))
+  img, lab = images_lib.read_npz(str(tmp_path / "a.npz"))
+  assert img.shape == (4, 5, 5, 3) and img.dtype == np.uint8
+  np.testing.assert_array_equal(img[..., 0], np.round(x * 255))
+  np.testing.assert_array_equal(lab, [0, 1, 1, 0])
+  np.savez(tmp_path / "b.npz", images=x, labels=np.array([0, 1]))
+  with pytest.raises(DataError, match="b.npz"):
+    images_lib.read_npz(str(tmp_path / "b.npz"))
+  np.savez(tmp_path / "c.npz", pics=x)
+  with pytest.raises(DataError, match="no 'images'"):
+    images_lib.read_npz(str(tmp_path / "c.npz"))
+
+
+def test_pcam_embedded_splits():
+  cfg = ml_collections.ConfigDict(dict(name="pcam"))
+  ds = {s: load_split(cfg, s) for s in pcam.SPLITS}
+  assert [len(ds[s]) for s in pcam.SPLITS] == [200, 160, 40, 100]
+  for s in pcam.SPLITS:
+    x = ds[s].arrays["image"]
+    assert x.shape[1:] == (96, 96, 3) and x.dtype == np.uint8
+    assert ds[s].arrays["label"].mean() == 0.5          # balanced classes
+    assert ds[s].meta["task"] == "binary"
+  # train and val are disjoint and together the pretraining split
+  key = lambda a: {a[i].tobytes() for i in range(len(a))}
+  tr, va = key(ds["train"].arrays["image"]), key(ds["val"].arrays["image"])
+  assert not tr & va and tr | va == key(ds["pretrain"].arrays["image"])
+
+
+def test_pcam_sample_matches_shared_labels(shared_data):
+  rows = list(csv.DictReader(open(shared_data / "pcam_sample" / "labels.csv")))
+  with np.load(pcam.RESOURCE) as z:
+    for split in ("train", "test"):
+      want = {r["path"]: int(r["label"]) for r in rows if r["split"] == split}
+      got = dict(zip(z[f"{split}_files"], z[f"{split}_labels"]))
+      assert got == want
+  pil = pytest.importorskip("PIL.Image")
+  with np.load(pcam.RESOURCE) as z:
+    f = str(z["test_files"][7])
+    np.testing.assert_array_equal(
+        z["test_images"][7],
+        np.asarray(pil.open(shared_data / "pcam_sample" / f).convert("RGB")))
+
+
+def test_pcam_folder_and_npz_paths(tmp_path):
+  for split, n in (("train", (5, 5)), ("test", (2, 3))):
+    _make_folder(tmp_path / "pc" / split, n, seed=len(split))
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=str(tmp_path / "pc"),
+                                       val_fraction=0.2))
+  tr, va, te = (pcam.load_split(cfg, s) for s in ("train", "val", "test"))
+  assert (len(tr), len(va), len(te)) == (8, 2, 5)
+  np.testing.assert_array_equal(te.arrays["label"], [0, 0, 1, 1, 1])
+  x = np.random.RandomState(0).randint(0, 256, (10, 4, 4, 3)).astype(np.uint8)
+  y = np.arange(10) % 2
+  np.savez(tmp_path / "d.npz", images=x, labels=y)
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=str(tmp_path / "d.npz"),
+                                       test_fraction=0.2, val_fraction=0.25))
+  sizes = [len(pcam.load_split(cfg, s)) for s in pcam.SPLITS]
+  assert sizes == [8, 6, 2, 2]
+  with pytest.raises(DataError, match="does not exist"):
+    pcam.load_split(ml_collections.ConfigDict(dict(path=str(tmp_path / "x"))),
+                    "train")
