@@ -111,6 +111,27 @@ def _normalize_bwd(res, g):
 normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
+@jax.custom_vjp
+def softmax(s):
+  """float32 softmax over the last axis (one reciprocal per row, custom VJP
+  ``ds = p (g - sum(g p))``). Masked keys (``NEG`` added) get exactly 0."""
+  return _softmax_fwd(s)[0]
+
+
+def _softmax_fwd(s):
+  s = s.astype(jnp.float32)
+  e = jnp.exp(s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
+  p = e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
+  return p, p
+
+
+def _softmax_bwd(p, g):
+  return (p * (g - jnp.sum(g * p, axis=-1, keepdims=True)),)
+
+
+softmax.defvjp(_softmax_fwd, _softmax_bwd)
+
+
 class Norm(nn.Module):
   """LayerNorm (params ``scale``, ``bias`` like ``nn.LayerNorm``), float32
   statistics. ``affine=False`` returns ``(xhat, (scale, bias))`` so the affine
@@ -372,7 +393,7 @@ class SMALayer(nn.Module):
                    preferred_element_type=jnp.float32)
     if bias is not None:
       s = s + bias
-    p = jax.nn.softmax(s, axis=-1)
+    p = softmax(s)
     self.sow("intermediates", "attn", p)
     p = self.attn_drop(p, deterministic=not train)
     o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vh.dtype), vh)
