@@ -8,8 +8,8 @@ params, q/v biases, mask token), no clipping, 100 epochs of the 262,144
 training patches (TFDS ``patch_camelyon``, prepared locally).
 
 Variants (``:a,b``): ``quick`` (tiny ViT on the embedded 300-patch sample,
-seconds on CPU), ``sample`` (ViT-Ti/8 at 96 on the embedded sample, the
-budget of the SD-MAE vs MAE comparison below), ``p8`` (small_patch8_96,
+seconds on CPU), ``sample`` (6-block ViT-Ti/16 at 96 on the embedded sample,
+the budget of the SD-MAE vs MAE comparison below), ``p8`` (small_patch8_96,
 native resolution), ``tiny`` / ``base`` (encoder size).  Plain MAE is
 ``configs/mae_pcam.py`` (the same config with ``sdmae.sd_weight = 0``).
 
@@ -121,13 +121,15 @@ def get_config(arg=None):
     c.evals.linear_probe.warmup_epochs = 10
     c.log_every = 20
   if sample:
-    # ViT-Ti/8 at native 96 px on the 200 pretraining patches.
-    c.model.update(variant="tiny", image_size=96, patch_size=8)
+    # A 6-block ViT-Ti (192-d) with 16 px patches at 96 px (36 patches)
+    # on the 200 pretraining patches: 200 steps of 40 = 40 epochs, sized
+    # to run in minutes on 2 CPU cores.
+    c.model.update(variant="tiny", image_size=96, patch_size=16, enc_depth=6)
     c.sdmae.update(head_hidden=512, head_bottleneck=256)
     c.batch_size = 40
-    c.total_steps = 300
-    c.checkpoint_every = 300
-    c.optim.update(lr=1.5e-3, warmup_steps=30, end_lr=1e-5)
+    c.total_steps = 200
+    c.checkpoint_every = 200
+    c.optim.update(lr=1.5e-3, warmup_steps=20, end_lr=1e-5)
   if quick:
     c.model.update(variant="tiny", image_size=32, patch_size=8, enc_dim=64,
                    enc_depth=2, enc_heads=2, dec_dim=64, dec_depth=1,
