@@ -22,7 +22,7 @@ def tiny_config(loss="vicreg", masking=True, optim="adamw", **mscn_kw):
   c.data = ml_collections.ConfigDict(dict(name="none", image_key="image"))
   c.model = ml_collections.ConfigDict(dict(
       backbone="resnet_tiny", stem="cifar", width=8, stage_sizes=(1, 1),
-      init="kaiming_fan_out", zero_init_residual=True,
+      init_scheme="kaiming_fan_out", zero_init_residual=True,
       compute_dtype="float32", projector_width=16, projector_dims=None))
   c.loss = siamese.default_loss_config(loss)
   c.augment = siamese.default_augment_config(16)

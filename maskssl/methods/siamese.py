@@ -34,7 +34,7 @@ eval mode with the training preprocessing (HPF when ``mscn.enabled`` and
 Config fields read (see configs/mscn_cifar10.py):
   model:   backbone ("resnet18" | "resnet50" | "resnet_tiny"), stem
            ("cifar" | "imagenet"), width, stage_sizes (optional override),
-           init, zero_init_residual, compute_dtype, projector_dims (None:
+           init_scheme, zero_init_residual, compute_dtype, projector_dims (None:
            per-loss default from the spec, scaled by projector_width),
            projector_width.
   loss:    name, temperature, lambd, bt_standardize, bt_eps, sim_coeff,
@@ -161,7 +161,8 @@ def make_tx(optim_cfg, total_steps: int) -> optax.GradientTransformation:
 # --------------------------------------------------------------------------
 def build_encoder(model_cfg) -> resnet_lib.ResNet:
   kw = dict(stem=_get(model_cfg, "stem", "cifar"),
-            init_scheme=_get(model_cfg, "init", "kaiming_fan_out"),
+            init_scheme=_get(model_cfg, "init_scheme",
+                             _get(model_cfg, "init", "kaiming_fan_out")),
             zero_init_residual=bool(_get(model_cfg, "zero_init_residual",
                                          True)),
             dtype=resnet_lib.dtype_from_name(
