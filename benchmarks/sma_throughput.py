@@ -10,8 +10,12 @@ C_in = 1, r = 0.2, k = 3, random_mix, mask_self, curriculum on):
 * compile time of the jitted, donated train step (lower + compile);
 * pretraining examples/s (best and median over ``--reps`` timed runs of
   ``--steps`` steps each, one host sync per run);
-* the same step fed a precomputed mask (no mask generation) and the share of
-  step time spent in mask generation, ``1 - t_precomputed / t_generated``;
+* the same step fed a precomputed mask (no mask generation), timed
+  interleaved with the real step, and the share of step time spent in mask
+  generation, ``1 - t_precomputed / t_generated`` (wall and process CPU time);
+* process CPU time per step (``time.process_time``): on a machine shared with
+  other jobs the wall-clock numbers are dominated by the load, the CPU time
+  is the work this step needs;
 * FLOPs of one step from ``compile().cost_analysis()`` and achieved GFLOP/s.
 
 The machine may be shared: look at ``load_avg`` and ``cpus`` in the output.
@@ -56,40 +60,34 @@ def _flops(compiled):
   return float((ca or {}).get("flops", float("nan")))
 
 
-def measure(method, batch, steps, reps, precomputed_mask=None):
-  """Compile + time ``steps`` donated steps, ``reps`` times."""
-  from maskssl.methods.base import Method  # noqa: F401
+def _compile(method, batch, precomputed_mask=None):
   state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batch)
   base = jax.random.PRNGKey(1)
 
-  if precomputed_mask is None:
-    def step(state, batch):
-      rng = jax.random.fold_in(base, state["step"])
-      return method.train_step(state, batch, rng)
-  else:
-    def step(state, batch):
-      rng = jax.random.fold_in(base, state["step"])
-      return method.train_step(state, batch, rng, mask=precomputed_mask)
+  def step(state, batch):
+    rng = jax.random.fold_in(base, state["step"])
+    return method.train_step(state, batch, rng, mask=precomputed_mask)
 
   jstep = jax.jit(step, donate_argnums=0)
   t0 = time.perf_counter()
   compiled = jstep.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
-  flops = _flops(compiled)
   for _ in range(3):  # warm-up
     state, metrics = compiled(state, batch)
   jax.block_until_ready(state)
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append((time.perf_counter() - t0) / steps)
-  loss = float(metrics["loss"])
-  return dict(compile_s=compile_s, step_s_best=min(times),
-              step_s_median=statistics.median(times), flops=flops, loss=loss,
-              mask_fraction=float(metrics["mask_fraction"]))
+  return dict(compiled=compiled, state=state, compile_s=compile_s,
+              flops=_flops(compiled), wall=[], cpu=[])
+
+
+def _time(v, batch, steps):
+  t0, c0 = time.perf_counter(), time.process_time()
+  state = v["state"]
+  for _ in range(steps):
+    state, metrics = v["compiled"](state, batch)
+  jax.block_until_ready((state, metrics))
+  v["wall"].append((time.perf_counter() - t0) / steps)
+  v["cpu"].append((time.process_time() - c0) / steps)
+  v["state"], v["metrics"] = state, metrics
 
 
 def run(args, compact, dtype, gather, layers=4):
@@ -102,26 +100,33 @@ def run(args, compact, dtype, gather, layers=4):
   b, n = args.batch, 28
   batch = dict(x=jnp.asarray(rs.randn(b, n, 1), jnp.float32),
                valid=jnp.ones((b, n), bool))
-  gen = measure(method, batch, args.steps, args.reps)
   # A valid SMA mask (same counts as the generator's) fed as a constant.
   logits = jnp.asarray(rs.randn(b, 8, n, n), jnp.float32)
   spec = MaskSpec.from_config(cfg.mask, "transformer")
   mask, _ = sma_mask(jax.random.PRNGKey(3), logits, batch["valid"], spec)
-  pre = measure(method, batch, args.steps, args.reps, precomputed_mask=mask)
-  best, med = gen["step_s_best"], gen["step_s_median"]
-  share = 1.0 - pre["step_s_best"] / best
+  gen = _compile(method, batch)
+  pre = _compile(method, batch, precomputed_mask=mask)
+  for _ in range(args.reps):          # interleaved: same machine load
+    _time(gen, batch, args.steps)
+    _time(pre, batch, args.steps)
+  best, med = min(gen["wall"]), statistics.median(gen["wall"])
+  cpu = min(gen["cpu"])
   return dict(
       compact=compact, compute_dtype=dtype, gather_impl=gather,
       self_layers=layers,
       examples_per_s_best=b / best, examples_per_s_median=b / med,
       step_ms_best=1e3 * best, step_ms_median=1e3 * med,
+      cpu_ms_per_step=1e3 * cpu, examples_per_cpu_s=b / cpu,
       compile_s=gen["compile_s"],
-      precomputed_mask_examples_per_s_best=b / pre["step_s_best"],
-      precomputed_mask_step_ms_best=1e3 * pre["step_s_best"],
-      mask_generation_share=share,
+      precomputed_mask_examples_per_s_best=b / min(pre["wall"]),
+      precomputed_mask_cpu_ms_per_step=1e3 * min(pre["cpu"]),
+      mask_generation_share_wall=1.0 - min(pre["wall"]) / best,
+      mask_generation_share_cpu=1.0 - min(pre["cpu"]) / cpu,
       step_gflop=gen["flops"] / 1e9,
       achieved_gflop_per_s=gen["flops"] / best / 1e9,
-      loss=gen["loss"], mask_fraction=gen["mask_fraction"])
+      achieved_gflop_per_cpu_s=gen["flops"] / cpu / 1e9,
+      loss=float(gen["metrics"]["loss"]),
+      mask_fraction=float(gen["metrics"]["mask_fraction"]))
 
 
 def main():
