@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from maskssl import augment as aug_lib
 from maskssl.evaluators import knn as knn_lib
 from maskssl.methods import get_method
 from maskssl.methods.metamask import MetaMask, momentum_trace, write_mask_report
@@ -209,29 +210,39 @@ def test_train_step_order_and_mask_isolated_from_bt(setup64):
 
 def test_mask_init_ablation_and_encode():
   mm = MetaMask(tiny_config("float32"))
+  ab = MetaMask(tiny_config("float32", enable_meta=False))
   imgs = np.random.default_rng(0).integers(0, 256, (B, 8, 8, 3), np.uint8)
   st = mm.init_state(jax.random.PRNGKey(0), dict(image=imgs))
   assert st["mask"].shape == (mm.feature_dim,)
   np.testing.assert_array_equal(mm.mask_values(st["mask"]), 0.5)
-  f = mm.encode(st, dict(image=imgs))
-  assert f.shape == (B, mm.feature_dim)
-  mm.encode_apply_mask = False
-  np.testing.assert_allclose(mm.encode(st, dict(image=imgs)), 2 * f, rtol=1e-6)
-  # enable_meta=False: M == 1, mask untouched, plain SGD on L_BT + 10 L_CL
-  ab = MetaMask(tiny_config("float32", enable_meta=False))
-  new, met = jit(ab.train_step)(st, dict(image=imgs), jax.random.PRNGKey(1))
-  np.testing.assert_array_equal(new["mask"], st["mask"])
   np.testing.assert_array_equal(ab.mask_values(st["mask"]), 1.0)
+
+  @jit
+  def run(st, imgs, rng):
+    f = mm.encode(st, dict(image=imgs))
+    x = aug_lib.eval_preprocess(imgs, mm.aug)
+    h = mm.encoder.apply({"params": st["params"]["encoder"],
+                          "batch_stats": st["batch_stats"]["encoder"]}, x,
+                         train=False)
+    # enable_meta=False: M == 1, mask untouched, plain SGD on L_BT + 10 L_CL
+    new, met = ab.train_step(st, dict(image=imgs), rng)
+    x0, x1 = ab.views(rng, imgs)
+    (loss, _), g = jax.value_and_grad(ab.full_loss, has_aux=True)(
+        st["params"], st["batch_stats"], jnp.ones(ab.feature_dim), x0, x1,
+        "reg")
+    return f, h, new, met, loss, g
+
+  f, h, new, met, loss, g = run(st, imgs, jax.random.PRNGKey(1))
+  assert f.shape == (B, mm.feature_dim)
+  np.testing.assert_allclose(f, 0.5 * h, rtol=1e-6)
+  np.testing.assert_array_equal(new["mask"], st["mask"])
   assert "meta_loss" not in met
-  x0, x1 = ab.views(jax.random.PRNGKey(1), imgs)
-  (loss, _), g = jax.value_and_grad(ab.full_loss, has_aux=True)(
-      st["params"], st["batch_stats"], jnp.ones(ab.feature_dim), x0, x1, "reg")
   np.testing.assert_allclose(met["loss"], loss, rtol=1e-5)
   lr = float(ab.schedule(0))
+  kern = lambda t: t["cl_head"]["fc1"]["dense"]["kernel"]  # noqa: E731
   np.testing.assert_allclose(
-      new["params"]["cl_head"]["fc1"]["dense"]["kernel"],
-      st["params"]["cl_head"]["fc1"]["dense"]["kernel"] * (1 - lr * 5e-4)
-      - lr * g["cl_head"]["fc1"]["dense"]["kernel"], rtol=1e-4, atol=1e-7)
+      kern(new["params"]), kern(st["params"]) * (1 - lr * 5e-4)
+      - lr * kern(g), rtol=1e-4, atol=1e-7)
   assert isinstance(get_method(tiny_config("float32")), MetaMask)
 
 
