@@ -22,7 +22,7 @@ def _cfg(**model_over):
   c.total_steps = 100
   model = dict(input="continuous", c_in=1, n_max=N, embed_dim=16,
                latent_dim=16, encoder_mode="transformer", num_latents=6,
-               num_self_layers=2, self_heads=2, cross_heads=2, decoder_heads=1,
+               num_self_layers=1, self_heads=2, cross_heads=2, decoder_heads=1,
                compact=True)
   model.update(model_over)
   c.model = model
@@ -51,6 +51,15 @@ def _setup(**model_over):
   return m, batch, params
 
 
+def _apply(model, params, x, valid, rng=None, mask=None, method=None, **kw):
+  """``model.apply`` with the mask rng (eager: op caches are shared)."""
+  def f(p, x, valid, rng, mask):
+    rngs = {"mask": rng} if rng is not None else {}
+    return model.apply({"params": p}, x, valid, mask=mask, rngs=rngs,
+                       method=method, **kw)
+  return f(params, x, valid, rng, mask)
+
+
 def _full_model(m):
   """The same pretraining model on the full-length key_keep path."""
   return M.SMAPretrainModel(encoder=m.encoder.clone(compact=False),
@@ -76,9 +85,8 @@ def test_zero_attention_to_masked_and_pad_keys_transformer():
   m, batch, params = _setup()
   model = _full_model(m)
   x, valid = m.inputs(batch)
-  out, st = model.apply({"params": params}, x, valid, train=True, masking=True,
-                        s=0.0, rngs={"mask": jax.random.PRNGKey(5)},
-                        mutable=["intermediates"])
+  out, st = _apply(model, params, x, valid, jax.random.PRNGKey(5), train=True,
+                    masking=True, s=0.0, mutable=["intermediates"])
   mask = np.asarray(out["mask"])
   keep = np.asarray(valid) & ~mask
   n = np.asarray(valid).sum(-1)
@@ -86,8 +94,7 @@ def test_zero_attention_to_masked_and_pad_keys_transformer():
   assert not (mask & ~np.asarray(valid)).any()
   attn = _attn(st["intermediates"])
   names = sorted(attn)
-  assert names == ["decoder/layer", "encoder/layer_0", "encoder/layer_1",
-                   "encoder/layer_2"], names
+  assert names == ["decoder/layer", "encoder/layer_0", "encoder/layer_1"], names
   for name, p in attn.items():
     p = np.asarray(p)                               # (B, H, Nq, Nk)
     assert p.shape[-1] == N
@@ -118,20 +125,38 @@ def _reference_encoder(m, params, x, keep):
   return out
 
 
-@pytest.mark.parametrize("gather_impl", ["onehot", "take"])
-def test_compaction_equivalence(gather_impl):
-  m, batch, params = _setup(gather_impl=gather_impl)
+def test_compaction_gather_impls_agree():
+  rs = np.random.RandomState(0)
+  flags = jnp.asarray(rs.rand(5, 30) < 0.7)
+  x = jnp.asarray(rs.randn(5, 30, 3), jnp.float32)
+  size = int(np.asarray(flags).sum(-1).max()) + 1
+  a = M.compaction(flags, size, "onehot")
+  b = M.compaction(flags, size, "take")
+  np.testing.assert_array_equal(a.valid, b.valid)
+  ga, gb = M.gather_rows(x, a), M.gather_rows(x, b)
+  v = np.asarray(a.valid)
+  np.testing.assert_array_equal(np.asarray(ga)[v], np.asarray(gb)[v])
+  for i in range(5):
+    np.testing.assert_array_equal(np.asarray(ga)[i, :v[i].sum()],
+                                  np.asarray(x)[i, np.asarray(flags)[i]])
+  np.testing.assert_array_equal(M.scatter_rows(ga, a, 30),
+                                M.scatter_rows(gb, b, 30))
+  np.testing.assert_array_equal(M.scatter_rows(ga, a, 30),
+                                np.where(np.asarray(flags)[..., None], x, 0))
+
+
+def test_compaction_equivalence():
+  m, batch, params = _setup()
   x, valid = m.inputs(batch)
   rng = {"mask": jax.random.PRNGKey(7)}
   # a generated mask, then both paths fed with it
-  mask = m.model.apply({"params": params}, x, valid, train=True, masking=True,
-                       rngs=rng)["mask"]
+  mask = _apply(m.model, params, x, valid, rng["mask"], train=True,
+                masking=True)["mask"]
   keep = np.asarray(valid & ~mask)
   full = _full_model(m)
-  enc_full = full.apply({"params": params}, x, valid, mask=mask,
-                        method=lambda mdl, *a, **k: mdl.encoder(*a, **k))
-  enc_cmp = m.model.apply({"params": params}, x, valid, mask=mask,
-                          method=lambda mdl, *a, **k: mdl.encoder(*a, **k))
+  enc = lambda mdl, *a, **k: mdl.encoder(*a, **k)
+  enc_full = _apply(full, params, x, valid, mask=mask, method=enc)
+  enc_cmp = _apply(m.model, params, x, valid, mask=mask, method=enc)
   ref = _reference_encoder(m, params["encoder"], x, keep)
   h_full = np.asarray(enc_full[0])
   np.testing.assert_allclose(h_full[keep], ref[keep], atol=1e-5, rtol=1e-5)
@@ -144,8 +169,8 @@ def test_compaction_equivalence(gather_impl):
     np.testing.assert_allclose(h_c[b, :keep[b].sum()], ref[b, keep[b]],
                                atol=1e-5, rtol=1e-5)
   # decoder predictions at masked positions and the loss agree
-  o_full = full.apply({"params": params}, x, valid, mask=mask)
-  o_cmp = m.model.apply({"params": params}, x, valid, mask=mask)
+  o_full = _apply(full, params, x, valid, mask=mask)
+  o_cmp = _apply(m.model, params, x, valid, mask=mask)
   pred_full = np.asarray(o_full["pred"])
   lm, idx = np.asarray(o_cmp["loss_mask"]), np.asarray(o_cmp["index"])
   np.testing.assert_array_equal(lm.sum(-1), np.asarray(mask).sum(-1))
@@ -158,13 +183,12 @@ def test_compaction_equivalence(gather_impl):
                              m.loss_from_output(o_full, x), rtol=1e-5)
 
 
-@pytest.mark.parametrize("compact", [True, False])
-def test_no_gradient_through_selection(compact):
-  m, batch, params = _setup(compact=compact)
+def test_no_gradient_through_selection():
+  m, batch, params = _setup()
   x, valid = m.inputs(batch)
   rngs = {"mask": jax.random.PRNGKey(3)}
-  mask = m.model.apply({"params": params}, x, valid, train=True, masking=True,
-                       rngs=rngs)["mask"]
+  mask = _apply(m.model, params, x, valid, rngs["mask"], train=True,
+                masking=True)["mask"]
 
   def loss(p, fixed):
     out = m.model.apply({"params": p}, x, valid, train=True, masking=True,
@@ -181,20 +205,19 @@ def test_no_gradient_through_selection(compact):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6,
                                err_msg=jax.tree_util.keystr(path))
     nonzero += int(np.abs(np.asarray(a)).max() > 0)
-  assert nonzero > 10  # the gradients are real
+  assert nonzero > 8  # the gradients are real
 
 
 def test_eval_mode_and_finetune_encoder_match_unmasked_forward():
   m, batch, params = _setup()
   x, valid = m.inputs(batch)
   enc = lambda mdl, *a, **k: mdl.encoder(*a, **k)
-  h, mask, hk = m.model.apply({"params": params}, x, valid, train=False,
-                              method=enc)
+  h, mask, hk = _apply(m.model, params, x, valid, train=False, method=enc)
   assert not np.asarray(mask).any()
   np.testing.assert_array_equal(hk, valid)
   # full-length pretraining forward with an all-False mask
-  h0, _, _ = _full_model(m).apply({"params": params}, x, valid,
-                                  mask=jnp.zeros_like(valid), method=enc)
+  h0, _, _ = _apply(_full_model(m), params, x, valid,
+                    mask=jnp.zeros_like(valid), method=enc)
   np.testing.assert_allclose(h, h0, atol=1e-6)
   # fine-tuning model built from the pretrained encoder params
   clf = m.classifier(3)
@@ -244,10 +267,9 @@ def test_losses_only_count_masked_positions():
   # through the model: changing unmasked inputs' targets changes nothing
   m, batch, params = _setup()
   x, valid = m.inputs(batch)
-  out = m.model.apply({"params": params}, x, valid, mask=None, masking=True,
-                      rngs={"mask": jax.random.PRNGKey(2)})
-  out_full = _full_model(m).apply({"params": params}, x, valid,
-                                  mask=out["mask"])
+  out = _apply(m.model, params, x, valid, jax.random.PRNGKey(2),
+               masking=True)
+  out_full = _apply(_full_model(m), params, x, valid, mask=out["mask"])
   pert = dict(out_full, pred=jnp.where(out["mask"][..., None],
                                        out_full["pred"], 7.0))
   np.testing.assert_allclose(m.loss_from_output(pert, x),
@@ -257,24 +279,23 @@ def test_losses_only_count_masked_positions():
 def test_loss_at_init():
   m, batch, params = _setup(input="bytes")
   st = m.init_state(jax.random.PRNGKey(0), batch)
-  losses = [float(m.loss_fn(st["params"], batch, jax.random.PRNGKey(i),
-                            0.0)[0]) for i in range(3)]
+  lf = lambda p, r: m.loss_fn(p, batch, r, 0.0)[0]
+  losses = [float(lf(st["params"], jax.random.PRNGKey(i))) for i in range(3)]
   assert all(5.4 <= v <= 6.1 for v in losses), losses
   m, _, _ = _setup()
   rs = np.random.RandomState(1)
   big = dict(x=jnp.asarray(rs.randn(16, N, 1), jnp.float32),
              valid=jnp.ones((16, N), bool))
-  st = m.init_state(jax.random.PRNGKey(0), big)
-  v = float(m.loss_fn(st["params"], big, jax.random.PRNGKey(0), 0.0)[0])
+  p = m.init_params(jax.random.PRNGKey(0), big)
+  v = float(m.loss_fn(p, big, jax.random.PRNGKey(0), 0.0)[0])
   assert 0.8 <= v <= 2.0, v
 
 
 def test_perceiver_masks_input_keys_only_and_linear_cost():
   m, batch, params = _setup(encoder_mode="perceiver")
   x, valid = m.inputs(batch)
-  out, st = _full_model(m).apply(
-      {"params": params}, x, valid, train=True, masking=True,
-      rngs={"mask": jax.random.PRNGKey(1)}, mutable=["intermediates"])
+  out, st = _apply(_full_model(m), params, x, valid, jax.random.PRNGKey(1),
+                    train=True, masking=True, mutable=["intermediates"])
   mask = np.asarray(out["mask"])
   keep = np.asarray(valid) & ~mask
   np.testing.assert_array_equal(mask.sum(-1),
@@ -284,12 +305,12 @@ def test_perceiver_masks_input_keys_only_and_linear_cost():
   assert p0.shape == (4, 2, 6, N)
   assert (p0[np.broadcast_to(~keep[:, None, None], p0.shape)] == 0).all()
   assert (p0[np.broadcast_to(keep[:, None, None], p0.shape)] > 0).all()
-  for name in ("encoder/layer_1", "encoder/layer_2", "decoder/layer"):
+  for name in ("encoder/layer_1", "decoder/layer"):
     assert (np.asarray(attn[name]) > 0).all(), name  # latents: no key mask
   # compact path gives the same loss
   np.testing.assert_allclose(
-      m.loss_from_output(m.model.apply({"params": params}, x, valid,
-                                       mask=out["mask"]), x),
+      m.loss_from_output(_apply(m.model, params, x, valid, mask=out["mask"]),
+                         x),
       m.loss_from_output(out, x), rtol=1e-5)
 
   def flops(n):
@@ -337,8 +358,7 @@ def test_random_mask_mode_counts():
   batch = _batch()
   params = m.init_params(jax.random.PRNGKey(0), batch)
   x, valid = m.inputs(batch)
-  out = m.model.apply({"params": params}, x, valid, masking=True,
-                      rngs={"mask": jax.random.PRNGKey(4)})
+  out = _apply(m.model, params, x, valid, jax.random.PRNGKey(4), masking=True)
   np.testing.assert_array_equal(np.asarray(out["mask"]).sum(-1),
                                 np.round(np.float32(0.25) * np.array(LENGTHS)))
   np.testing.assert_array_equal(np.asarray(out["loss_mask"]).sum(-1),
