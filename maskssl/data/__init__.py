@@ -13,6 +13,9 @@ _REGISTRY = {
     "higgs": "maskssl.data.tabular",
     "cifar10": "maskssl.data.cifar",
     "pcam": "maskssl.data.pcam",
+    "moleculenet": "maskssl.data.molecules",
+    "proteins": "maskssl.data.proteins",
+    "cifar10_pixels": "maskssl.data.pixels",
 }
 
 

@@ -221,6 +221,8 @@ def load_split(cfg, split: str) -> ArrayDataset:
     return ArrayDataset(dict(tokens=tokens, valid=valid), meta)
   smiles, labels, parts, skipped, backend = _split_idx(cfg)
   idx = parts[split]
+  if split == "train":   # a seeded order: "first N labels" is not biased
+    idx = idx[np.random.default_rng(0).permutation(len(idx))]
   tokens, valid = tokenizer.encode([smiles[i] for i in idx], max_len)
   kind = TASKS[task][2]
   if kind == "binary":

@@ -1,0 +1,250 @@
+"""Protein sequences as byte tokens for SMA (name ``"proteins"``).
+
+The same byte tokenizer as molecules (:mod:`maskssl.data.tokenizer`): one
+token per residue letter + ``SEP``, right-padded to ``data.max_len`` (1,024
+in the reference; longer sequences are truncated to their first
+``max_len - 1`` residues). Rows are not packed (spec §7.1.8).
+
+Tasks (``data.task``):
+
+* ``"deeploc"``: subcellular localisation, 10 classes, accuracy
+  (meta task ``"multiclass"``). ``train``/``val`` = the DeepLoc training
+  sequences with ``data.val_fraction`` held out (seeded by
+  ``data.split_seed``), ``test`` = the DeepLoc test sequences.
+* ``"gb1"``: FLIP GB1 ``sampled`` fitness regression, Spearman rho (meta
+  task ``"regression"``; RMSE is reported too). ``train`` = set "train"
+  without the validation flag, ``val`` = flagged rows, ``test`` = set "test".
+
+``pretrain`` = unlabelled sequences: ``data.path`` (a user FASTA) or, by
+default, the training sequences of the task (never val/test).
+
+Default data: compact subsets embedded in ``maskssl/resources`` (see
+``PROTEINS_SOURCE.md``); ``data.data_dir`` points at a directory with
+``deeploc_subset/`` and ``flip_gb1/sampled.csv`` (the full shared copies).
+
+FASTA reader (:func:`read_fasta`): multi-line records; lower case is
+upper-cased; whitespace and a trailing ``*`` are dropped; letters outside
+the 25-letter IUPAC protein alphabet become ``X`` (``unknown="x"``, the
+default, counted in the result) or raise (``unknown="error"``); an empty
+record, a sequence line before the first header, a duplicate ID or a file
+without records raise :class:`DataError` naming the file and line.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import importlib.resources
+import io
+import os
+
+import ml_collections
+import numpy as np
+
+from maskssl.data import tokenizer
+from maskssl.data.base import ArrayDataset, DataError
+
+AMINO = "ACDEFGHIKLMNPQRSTVWYBZXUO"
+DEEPLOC_CLASSES = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum",
+                   "Extracellular", "Golgi.apparatus", "Lysosome/Vacuole",
+                   "Mitochondrion", "Nucleus", "Peroxisome", "Plastid")
+SPLITS = ("pretrain", "train", "val", "test")
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(dict(
+      name="proteins", task="deeploc", data_dir="", path="", max_len=1024,
+      val_fraction=0.1, split_seed=0, unknown="x", max_train=0, max_eval=0,
+      max_pretrain=0))
+  cfg.update(overrides)
+  return cfg
+
+
+def _get(cfg, key, default):
+  try:
+    return cfg.get(key, default)
+  except AttributeError:
+    return getattr(cfg, key, default)
+
+
+# ------------------------------------------------------------------ FASTA --
+def parse_fasta(text: str, name: str = "<fasta>", unknown: str = "x"
+                ) -> tuple[list[str], list[str], list[str], int]:
+  """``(ids, descriptions, sequences, n_unknown)`` of a FASTA text."""
+  if unknown not in ("x", "error"):
+    raise DataError(f"unknown-letter policy must be 'x' or 'error', got "
+                    f"{unknown!r}")
+  ids, descs, seqs = [], [], []
+  cur: list[str] | None = None
+  header_line = 0
+  seen = set()
+  n_unknown = 0
+  allowed = set(AMINO)
+
+  def close():
+    if cur is not None and not "".join(cur):
+      raise DataError(f"{name}:{header_line}: record {ids[-1]!r} has an empty "
+                      "sequence")
+    if cur is not None:
+      seqs.append("".join(cur))
+
+  for lineno, raw in enumerate(text.splitlines(), start=1):
+    line = raw.strip()
+    if not line or line.startswith(";"):
+      continue
+    if line.startswith(">"):
+      close()
+      parts = line[1:].split(None, 1)
+      if not parts:
+        raise DataError(f"{name}:{lineno}: header without an ID")
+      if parts[0] in seen:
+        raise DataError(f"{name}:{lineno}: duplicate record ID {parts[0]!r}")
+      seen.add(parts[0])
+      ids.append(parts[0])
+      descs.append(parts[1] if len(parts) > 1 else "")
+      cur, header_line = [], lineno
+      continue
+    if cur is None:
+      raise DataError(f"{name}:{lineno}: sequence line before the first "
+                      "'>' header (not FASTA?)")
+    s = "".join(line.split()).upper().rstrip("*")
+    bad = [c for c in s if c not in allowed]
+    if bad:
+      if unknown == "error":
+        raise DataError(f"{name}:{lineno}: unknown residue letter "
+                        f"{bad[0]!r} in record {ids[-1]!r}")
+      n_unknown += len(bad)
+      s = "".join(c if c in allowed else "X" for c in s)
+    cur.append(s)
+  close()
+  if not ids:
+    raise DataError(f"{name}: no FASTA records")
+  return ids, descs, seqs, n_unknown
+
+
+def read_fasta(path: str, unknown: str = "x"):
+  """:func:`parse_fasta` of a file (``.gz`` allowed)."""
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rt", encoding="utf-8") as f:
+      text = f.read()
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e})") from None
+  return parse_fasta(text, path, unknown)
+
+
+def _resource_text(fname: str) -> str:
+  ref = importlib.resources.files("maskssl") / f"resources/{fname}"
+  with importlib.resources.as_file(ref) as p:
+    with gzip.open(p, "rt", encoding="utf-8") as f:
+      return f.read()
+
+
+# ------------------------------------------------------------------ tasks --
+@functools.lru_cache(maxsize=8)
+def _deeploc(data_dir: str, unknown: str):
+  out = {}
+  for part in ("train", "test"):
+    if data_dir:
+      d = os.path.join(data_dir, "deeploc_subset")
+      fa = os.path.join(d, "deeploc_train_sub5k_fixed.fasta" if part == "train"
+                        else "deeploc_test_fixed.fasta")
+      ids, _, seqs, _ = read_fasta(fa, unknown)
+      lab_path = os.path.join(d, f"deeploc_{part}.csv")
+      if not os.path.exists(lab_path):
+        raise DataError(f"{lab_path}: no such file")
+      with open(lab_path, newline="") as f:
+        labels = {r["Label"]: r["Class"] for r in csv.DictReader(f)}
+      pairs = [(s, labels[i]) for i, s in zip(ids, seqs) if i in labels]
+    else:
+      name = f"deeploc_{part}_subset.fasta.gz"
+      ids, descs, seqs, _ = parse_fasta(_resource_text(name), name, unknown)
+      pairs = list(zip(seqs, descs))
+    cls = {c: k for k, c in enumerate(DEEPLOC_CLASSES)}
+    for s, c in pairs:
+      if c not in cls:
+        raise DataError(f"DeepLoc {part}: unknown class {c!r}; known: "
+                        f"{DEEPLOC_CLASSES}")
+    out[part] = ([s for s, _ in pairs],
+                 np.asarray([cls[c] for _, c in pairs], np.int32))
+  return out
+
+
+@functools.lru_cache(maxsize=8)
+def _gb1(data_dir: str):
+  if data_dir:
+    path = os.path.join(data_dir, "flip_gb1", "sampled.csv")
+    if not os.path.exists(path):
+      raise DataError(f"{path}: no such file")
+    with open(path, newline="") as f:
+      text, name = f.read(), path
+  else:
+    name = "flip_gb1_sampled_subset.csv.gz"
+    text = _resource_text(name)
+  out = {"train": ([], []), "val": ([], []), "test": ([], [])}
+  for lineno, r in enumerate(csv.DictReader(io.StringIO(text)), start=2):
+    try:
+      y = float(r["target"])
+      seq = r["sequence"].strip().upper()
+    except (KeyError, TypeError, ValueError):
+      raise DataError(f"{name}:{lineno}: expected columns sequence,target,"
+                      "set,validation with a numeric target") from None
+    split = ("test" if r["set"] == "test" else
+             "val" if (r.get("validation") or "").strip() == "True" else
+             "train")
+    out[split][0].append(seq)
+    out[split][1].append(y)
+  return {k: (v[0], np.asarray(v[1], np.float32)) for k, v in out.items()}
+
+
+def _labelled(cfg):
+  """{split: (sequences, labels)}, meta."""
+  task = _get(cfg, "task", "deeploc")
+  data_dir = _get(cfg, "data_dir", "")
+  if task == "deeploc":
+    d = _deeploc(data_dir, _get(cfg, "unknown", "x"))
+    seqs, labels = d["train"]
+    n = len(seqs)
+    perm = np.random.default_rng(int(_get(cfg, "split_seed", 0))).permutation(n)
+    nval = int(round(float(_get(cfg, "val_fraction", 0.1)) * n))
+    val, tr = np.sort(perm[:nval]), perm[nval:]   # train: shuffled order
+    parts = dict(train=([seqs[i] for i in tr], labels[tr]),
+                 val=([seqs[i] for i in val], labels[val]), test=d["test"])
+    meta = dict(task="multiclass", num_classes=len(DEEPLOC_CLASSES),
+                label_names=DEEPLOC_CLASSES)
+  elif task == "gb1":
+    parts = dict(_gb1(data_dir))
+    meta = dict(task="regression", num_classes=1)
+  else:
+    raise DataError(f"data.task must be 'deeploc' or 'gb1', got {task!r}")
+  return parts, meta
+
+
+def load_split(cfg, split: str) -> ArrayDataset:
+  if split not in SPLITS:
+    raise DataError(f"unknown split {split!r}; use {list(SPLITS)}")
+  max_len = int(_get(cfg, "max_len", 1024))
+  meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
+              max_len=max_len, task_name=_get(cfg, "task", "deeploc"))
+  if split == "pretrain":
+    path = _get(cfg, "path", "")
+    if path:
+      _, _, seqs, n_unk = read_fasta(path, _get(cfg, "unknown", "x"))
+      meta.update(unknown_letters=n_unk, source=path)
+    else:
+      seqs = _labelled(cfg)[0]["train"][0]
+    limit = int(_get(cfg, "max_pretrain", 0) or 0)
+    seqs = seqs[:limit] if limit else seqs
+    tokens, valid = tokenizer.encode(seqs, max_len)
+    return ArrayDataset(dict(tokens=tokens, valid=valid), meta)
+  parts, tmeta = _labelled(cfg)
+  seqs, labels = parts[split]
+  limit = int(_get(cfg, "max_train" if split == "train" else "max_eval", 0)
+              or 0)
+  if limit:
+    seqs, labels = seqs[:limit], labels[:limit]
+  tokens, valid = tokenizer.encode(seqs, max_len)
+  meta.update(tmeta)
+  return ArrayDataset(dict(tokens=tokens, valid=valid, label=labels), meta)
