@@ -13,7 +13,11 @@ restarted.
 eval_config fields: ``num_labels`` (tuple; 0 = the whole pool), ``seeds``,
 ``inits``, ``batch_size``, ``total_steps`` or ``num_epochs``, ``eval_every``,
 ``optim`` (as config.optim), ``task`` ("auto" = from the data set),
-``model_overrides`` (e.g. fine-tuning dropout), ``eval_batch_size``.
+``model_overrides`` (e.g. fine-tuning dropout), ``eval_batch_size``,
+``data_overrides`` (fields replacing ``config.data`` for this evaluator,
+e.g. ``{"task": "esol"}``: one run evaluates several downstream tasks),
+``select_metric`` (e.g. "spearman"; default: auc / accuracy / rmse by task;
+rmse is minimised, every other metric maximised).
 """
 from __future__ import annotations
 
@@ -94,6 +98,9 @@ def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
 
   _state_ref = {}
   key, sign = _selection_key(task)
+  if ecfg.get("select_metric", ""):
+    key = ecfg.select_metric
+    sign = -1.0 if key == "rmse" else 1.0
   best = {"score": -np.inf}
 
   def hook(step, state):
@@ -128,7 +135,12 @@ def run(config, eval_config, method, state, workdir) -> dict:
   """Fine-tune sweeps; returns flat ``{metric: value}`` with mean/std."""
   ecfg = eval_config
   mesh = parallel.make_mesh()
-  datasets = {s: load_split(config.data, s) for s in ("train", "val", "test")}
+  data_cfg = config.data
+  if ecfg.get("data_overrides", None):
+    data_cfg = copy.deepcopy(config.data)
+    with data_cfg.unlocked():
+      data_cfg.update(dict(ecfg.data_overrides))
+  datasets = {s: load_split(data_cfg, s) for s in ("train", "val", "test")}
   task = ecfg.get("task", "auto")
   if task == "auto":
     task = datasets["train"].meta.get("task", "binary")
