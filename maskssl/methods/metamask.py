@@ -95,11 +95,6 @@ def _axpy(a, x, y):
   return jax.tree.map(lambda xi, yi: a * xi + yi, x, y)
 
 
-def tree_dot(a, b):
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),
-                                            jax.tree.leaves(b)))
-
-
 def cosine_epoch_schedule(lr0: float, steps_per_epoch: int, epochs: int):
   """Per-epoch cosine without warm-up, constant within an epoch."""
   spe, total = max(int(steps_per_epoch), 1), max(int(epochs), 1)
