@@ -39,6 +39,10 @@ _NPROC = flags.DEFINE_integer("num_processes", None, "Multi-host: count.")
 _PID = flags.DEFINE_integer("process_id", None, "Multi-host: this process.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (auto-detect).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", None, "Multi-host: seconds without heartbeats "
+    "after which a process counts as dead and the others are stopped "
+    "(default $MASKSSL_HEARTBEAT_TIMEOUT or 60).")
 
 
 def default_workdir(config_arg: str) -> str:
@@ -81,7 +85,8 @@ def main(argv):
                          "--config=configs/sma_particle.py:quick")
   if _MULTIHOST.value or _COORD.value:
     from maskssl import distributed
-    distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
+    distributed.initialize(_COORD.value, _NPROC.value, _PID.value,
+                           heartbeat_timeout=_HEARTBEAT.value)
   from maskssl import pipeline
   config_arg = flags.FLAGS["config"].serialize().split("=", 1)[-1]
   workdir = _WORKDIR.value or default_workdir(config_arg)
@@ -99,6 +104,11 @@ def main(argv):
   except pipeline.Interrupted as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(130 if e.signal_name == "SIGINT" else 143)
+  except Exception as e:  # a dead peer: fail fast instead of hanging
+    from maskssl import distributed
+    if distributed.is_peer_failure(e):
+      distributed.exit_peer_failure(e)
+    raise
 
 
 def run():
