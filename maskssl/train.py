@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskssl import checkpoint as ckpt_lib
+from maskssl import distributed
 from maskssl import metrics as metrics_lib
 from maskssl import parallel
 from maskssl.data.base import ArrayDataset, batch_indices, host_slice
@@ -60,6 +61,9 @@ class LoopConfig:
   fsdp_min_size: int = 2 ** 14
   stage: str = "pretrain"
   verbose: bool = True
+  # multi-process only: every N steps all processes agree (one tiny
+  # all-gather) whether any of them got SIGTERM, so they save together.
+  stop_check_every: int = 1
 
 
 def loop_config(config, dataset_size: int, stage: str = "pretrain",
@@ -87,16 +91,17 @@ def loop_config(config, dataset_size: int, stage: str = "pretrain",
 
 
 def example_batch(dataset: ArrayDataset, lc: LoopConfig) -> dict:
-  """This process's share of the step-0 batch (for shapes)."""
+  """The whole (global) step-0 batch, identical on every process, used for
+  init shapes: so the initial state does not depend on the process count."""
   idx = batch_indices(len(dataset), lc.batch_size, 0, lc.seed)
-  sl = host_slice(lc.batch_size, jax.process_index(), jax.process_count())
-  return dataset.batch(idx[sl])
+  return dataset.batch(idx)
 
 
 def init_state(method, batch: dict, lc: LoopConfig, mesh) -> tuple[Any, Any]:
   """Shape-first init into the target shardings; returns (state, shardings).
 
-  ``batch`` is a host-local example batch; it is only used for shapes."""
+  ``batch`` is the global example batch (:func:`example_batch`), the same
+  on every process."""
   rng = jax.random.fold_in(jax.random.PRNGKey(lc.seed), 0)
   abstract = jax.eval_shape(method.init_state, rng, batch)
   shardings = parallel.state_shardings(abstract, mesh, lc.fsdp,
@@ -180,7 +185,8 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
                                        lc.seed)[sl])
 
   t_init = time.perf_counter()
-  first = host_batch(0)
+  first = example_batch(dataset, lc)
+  multi = jax.process_count() > 1
   latest = checkpointer.latest_step()
   if latest is not None:
     target = abstract_state(method, first, lc, mesh)
@@ -224,16 +230,23 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
         if hook_out:
           hook_results.append(dict(hook_out, step=step))
           writer.write(step, hook_out, stage=lc.stage + "_eval")
-        save = done or step % lc.checkpoint_every == 0 or stop.requested
+        requested = stop.requested
+        if multi:  # every process must stop (and save) at the same step
+          if step % lc.stop_check_every == 0 or done:
+            if distributed.any_process(requested is not None):
+              requested = requested or "SIGTERM"  # a peer got the signal
+          else:
+            requested = None  # decided at the next agreed check
+        save = done or step % lc.checkpoint_every == 0 or bool(requested)
         if save or step % lc.log_every == 0 or step == start + 1:
           last_metrics = _flush(pending, writer, progress, lc, last_ckpt,
                                 ckpt_dir, lr_fn) or last_metrics
         if save:
           checkpointer.save(step, state, meta, force=True)
           last_ckpt = step
-        if stop.requested and not done:
+        if requested and not done:
           checkpointer.wait()
-          raise Interrupted(stop.requested, step, ckpt_dir)
+          raise Interrupted(requested, step, ckpt_dir)
     checkpointer.wait()
   finally:
     checkpointer.close()
