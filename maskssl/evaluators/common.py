@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from maskssl import parallel
-from maskssl.data.base import ArrayDataset
+from maskssl.data.base import ArrayDataset, host_slice
 
 
 def eval_batch_size(requested: int, mesh) -> int:
@@ -22,17 +22,23 @@ def apply_in_batches(fn: Callable, state, dataset: ArrayDataset,
 
   The last batch is padded (static shapes; one compile) and the padding is
   dropped from the result. ``fn`` is jitted here; batches are sharded on the
-  mesh's data axis. Single-process only (evaluation data is host-local).
+  mesh's data axis. Multi-process: every process holds the whole dataset
+  (evaluation splits are small and loaded identically everywhere), feeds
+  its own slice of each batch, and gets the whole output back (the jitted
+  ``fn`` returns replicated arrays), so every process returns the same
+  result.
   """
   bs = eval_batch_size(batch_size, mesh)
   n = len(dataset)
   arrays = {k: v for k, v in dataset.arrays.items()
             if keys is None or k in keys}
-  jfn = _jitted(fn)
+  multi = jax.process_count() > 1
+  jfn = _jitted(fn, parallel.replicated(mesh) if multi else None)
+  sl = host_slice(bs, jax.process_index(), jax.process_count())
   outs = []
   for start in range(0, n, bs):
     idx = np.arange(start, start + bs)
-    idx = np.minimum(idx, n - 1)
+    idx = np.minimum(idx, n - 1)[sl]
     batch = parallel.global_batch({k: v[idx] for k, v in arrays.items()},
                                   mesh)
     out = jax.device_get(jfn(state, batch))
@@ -41,5 +47,7 @@ def apply_in_batches(fn: Callable, state, dataset: ArrayDataset,
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(fn: Callable):
-  return jax.jit(fn)
+def _jitted(fn: Callable, out_sharding=None):
+  if out_sharding is None:
+    return jax.jit(fn)
+  return jax.jit(fn, out_shardings=out_sharding)
