@@ -26,7 +26,9 @@ Scaffold of a molecule = its ring systems plus the linkers between them
 Acyclic molecules have the empty scaffold ``""`` (one group, as in RDKit).
 
 :func:`scaffold_split` is the DeepChem / chemprop "scaffold" split: groups
-sorted by size (largest first; ties by the smallest member index), then
+sorted by ``(size, first member index)`` in descending order (exactly
+DeepChem's ``ScaffoldSplitter``: largest groups first; among equal sizes the
+group whose first member comes LAST in the file goes first), then
 greedily assigned to train until it would exceed ``frac_train * n``, then
 to val until ``(frac_train + frac_val) * n``, the rest to test. It is a pure
 function of the scaffold keys (no seed).
@@ -210,7 +212,7 @@ def scaffold_split(scaffolds: Sequence[str], frac_train: float = 0.8,
   groups: dict[str, list[int]] = {}
   for i, s in enumerate(scaffolds):
     groups.setdefault(s, []).append(i)
-  ordered = sorted(groups.values(), key=lambda g: (-len(g), g[0]))
+  ordered = sorted(groups.values(), key=lambda g: (len(g), g[0]), reverse=True)
   n = len(scaffolds)
   train_cut, val_cut = frac_train * n, (frac_train + frac_val) * n
   train, val, test = [], [], []
