@@ -363,3 +363,16 @@ def test_random_mask_mode_counts():
                                 np.round(np.float32(0.25) * np.array(LENGTHS)))
   np.testing.assert_array_equal(np.asarray(out["loss_mask"]).sum(-1),
                                 np.asarray(out["mask"]).sum(-1))
+
+
+def test_bfloat16_compute_matches_float32_loss():
+  m32, batch, params = _setup()
+  m16 = SMA(_cfg(compute_dtype="bfloat16"))
+  rng = jax.random.PRNGKey(3)
+  l32 = float(m32.loss_fn(params, batch, rng, 0.0)[0])
+  l16, _ = m16.loss_fn(params, batch, rng, 0.0)
+  g = jax.grad(lambda p: m16.loss_fn(p, batch, rng, 0.0)[0])(params)
+  assert l16.dtype == jnp.float32
+  assert all(x.dtype == jnp.float32 and np.isfinite(x).all()
+             for x in jax.tree.leaves(g))
+  np.testing.assert_allclose(float(l16), l32, rtol=0.05)

@@ -92,20 +92,21 @@ def normalize(x, eps):
 
 
 def _normalize_fwd(x, eps):
+  zero = jnp.zeros((), x.dtype)       # remembers the primal dtype
   x = x.astype(jnp.float32)
   mean = jnp.mean(x, axis=-1, keepdims=True)
   xc = x - mean
   rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)
   xhat = xc * rstd
-  return xhat, (xhat, rstd)
+  return xhat, (xhat, rstd, zero)
 
 
 def _normalize_bwd(res, g):
-  xhat, rstd = res
+  xhat, rstd, zero = res
   g = g.astype(jnp.float32)
   dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
                - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
-  return dx, None
+  return dx.astype(zero.dtype), None
 
 
 normalize.defvjp(_normalize_fwd, _normalize_bwd)
@@ -385,15 +386,15 @@ class SMALayer(nn.Module):
   def logits(self, q, kv, bias=None):
     """Scaled float32 logits ``(B, H, Nq, Nk)`` with the key bias added."""
     qh, kh, _ = self._qk(q, kv)
-    s = jnp.einsum("bhqd,bhkd->bhqk", qh, kh,
-                   preferred_element_type=jnp.float32)
+    s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(jnp.float32),
+                   kh.astype(jnp.float32))      # float32 logits (spec 2.6)
     return s if bias is None else s + bias
 
   def finish(self, q_in, q, kv, bias, train: bool = False):
     """Softmax, P.V, output projection, residuals and MLP."""
     qh, kh, vh = self._qk(q, kv)
-    s = jnp.einsum("bhqd,bhkd->bhqk", qh, kh,
-                   preferred_element_type=jnp.float32)
+    s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(jnp.float32),
+                   kh.astype(jnp.float32))      # float32 logits (spec 2.6)
     if bias is not None:
       s = s + bias
     p = softmax(s)
@@ -530,10 +531,15 @@ class SMAEncoder(nn.Module):
       if self.compact:
         c = compaction(keep, kept_count_bound(n, self.mask_spec.ratio),
                        self.gather_impl)
-        parts = ([x, q] if transformer else []) + list(kv)
+        parts = [a.astype(self.dtype) for a in
+                 ([x, q] if transformer else []) + list(kv)]
         sizes = tuple(a.shape[-1] for a in parts)
-        parts = jax.lax.split(
-            gather_rows(jnp.concatenate(parts, axis=-1), c), sizes, axis=-1)
+        g = gather_rows(jnp.concatenate(parts, axis=-1), c)
+        if self.dtype == jnp.float32:
+          parts = jax.lax.split(g, sizes, axis=-1)
+        else:  # lax.split's transpose rejects mixed-dtype cotangents
+          ends = np.cumsum((0,) + sizes)
+          parts = [g[..., int(a):int(b)] for a, b in zip(ends[:-1], ends[1:])]
         if transformer:   # queries AND keys restricted to the kept tokens
           q_in, q, kv = parts[0], parts[1], tuple(parts[2:])
         else:
