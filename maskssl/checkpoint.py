@@ -88,7 +88,7 @@ class Checkpointer:
     errors = []
     for s in reversed(steps):
       try:
-        return (s,) + self._restore_one(s, abstract_state)
+        out = (s,) + self._restore_one(s, abstract_state)
       except CheckpointError:
         raise
       except Exception as e:  # corrupt / truncated files
@@ -96,10 +96,32 @@ class Checkpointer:
                         "falling back to the previous one", s,
                         self.directory, type(e).__name__, str(e)[:300])
         errors.append((s, e))
+        continue
+      if errors:
+        self._quarantine([bad for bad, _ in errors])
+      return out
     raise CheckpointError(
         f"every checkpoint in {self.directory} is unreadable: " +
         "; ".join(f"step {s}: {type(e).__name__}: {str(e)[:200]}"
                   for s, e in errors))
+
+  def _quarantine(self, bad_steps: list[int]):
+    """Rename unreadable step directories to ``<step>.corrupt`` (kept for
+    inspection, ignored by orbax) so that the resumed run can save those
+    steps again."""
+    if jax.process_index() == 0:
+      for s in bad_steps:
+        src = os.path.join(self.directory, str(s))
+        dst = src + ".corrupt"
+        n = 1
+        while os.path.exists(dst):
+          dst, n = f"{src}.corrupt{n}", n + 1
+        os.rename(src, dst)
+        logging.warning("moved unreadable checkpoint step %d to %s", s, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("maskssl_checkpoint_quarantine")
+    self._mngr.reload()
 
   def _restore_one(self, step: int, abstract_state: Any):
     restored = self._mngr.restore(step, args=ocp.args.Composite(
