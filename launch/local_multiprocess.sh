@@ -30,10 +30,16 @@ for ((i = 0; i < N; i++)); do
   fi
 done
 [[ $DRY == 1 ]] && exit 0
-# If any process fails, stop the others instead of letting them hang.
-trap 'kill "${pids[@]}" 2>/dev/null || true' INT TERM
+# If any process fails, stop the others instead of letting them hang (they
+# would also stop by themselves: a collective with a dead peer fails, and the
+# distributed runtime's heartbeat timeout bounds the rest). A SIGTERM/Ctrl-C
+# to this script is forwarded, so every process saves and exits.
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
 status=0
-for pid in "${pids[@]}"; do
-  if ! wait -n; then status=1; kill "${pids[@]}" 2>/dev/null || true; fi
+for _ in "${pids[@]}"; do
+  rc=0; wait -n || rc=$?
+  if [[ $rc != 0 && $status == 0 ]]; then
+    status=$rc; kill -TERM "${pids[@]}" 2>/dev/null || true
+  fi
 done
 exit $status

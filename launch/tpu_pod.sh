@@ -5,7 +5,9 @@
 #   launch/tpu_pod.sh [--dry-run] --tpu NAME --zone ZONE [--project P] \
 #       [--create --accelerator v5litepod-16 --version tpu-ubuntu2204-base] \
 #       [--repo URL_OR_PATH] -- --config=configs/sma_particle.py \
-#       --workdir=gs://BUCKET/runs/sma
+#       --workdir=/mnt/shared/runs/sma
+# The workdir must be a file system every worker mounts (gcsfuse, Filestore):
+# metrics and config are written with plain open(), checkpoints by orbax.
 set -euo pipefail
 DRY=0; TPU=""; ZONE=""; PROJECT=""; CREATE=0; ACCEL="v5litepod-16"
 VERSION="tpu-ubuntu2204-base"; REPO="maskssl"
@@ -31,6 +33,13 @@ if [[ $CREATE == 1 ]]; then
       --accelerator-type="$ACCEL" --version="$VERSION"
 fi
 ARGS=$(printf '%q ' "$@")
-SETUP="cd $REPO && pip install -q -e . 'jax[tpu]>=0.10,<0.11'"
+# --repo: a path already present on every worker, or a git URL to clone
+# (pulled again if the clone exists).
+if [[ $REPO == *://* || $REPO == *.git ]]; then
+  GET="(git clone -q $(printf '%q' "$REPO") maskssl || git -C maskssl pull -q) && cd maskssl"
+else
+  GET="cd $(printf '%q' "$REPO")"
+fi
+SETUP="$GET && pip install -q -e . 'jax[tpu]>=0.10,<0.11'"
 run gcloud compute tpus tpu-vm ssh "$TPU" --zone="$ZONE" "${proj[@]}" \
     --worker=all --command="$SETUP && python3 -m maskssl.main --multihost $ARGS"

@@ -119,3 +119,27 @@ def test_killed_peer_makes_survivor_exit_nonzero_quickly(tmp_path, victim):
   assert ("Another process of this run probably died" in log
           or "another task died" in log), log[-2000:]
   print(f"victim {victim}: survivor rc={rc} after {elapsed:.1f}s")
+
+
+def test_launchers_dry_run_print_the_commands():
+  def dry(*args):
+    p = subprocess.run(["bash", *args], capture_output=True, text=True,
+                       timeout=30, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+  out = dry("launch/local_multiprocess.sh", "--dry-run", "-n", "3", "-d", "2",
+            "-p", "4321", "--", "--config=c.py", "--workdir=w")
+  lines = out.strip().splitlines()
+  assert len(lines) == 3
+  for i, line in enumerate(lines):
+    assert "--xla_force_host_platform_device_count=2" in line
+    assert ("--coordinator_address=127.0.0.1:4321 --num_processes=3 "
+            f"--process_id={i} --config=c.py --workdir=w") in line
+  out = dry("launch/slurm_gpu.sbatch", "--dry-run", "--config=c.py")
+  assert out.startswith("srun --kill-on-bad-exit=1 ")
+  assert "-m maskssl.main --multihost --config=c.py" in out
+  out = dry("launch/tpu_pod.sh", "--dry-run", "--tpu", "t", "--zone", "z",
+            "--create", "--", "--config=c.py")
+  assert "tpu-vm create t --zone=z" in out
+  assert "--worker=all" in out and "maskssl.main\\ --multihost" in out
