@@ -22,6 +22,12 @@ Scaffold of a molecule = its ring systems plus the linkers between them
   (``"wl:..."``), not SMILES. Splits from the two back ends are similar but
   NOT identical: report which back end was used (``meta["scaffold_backend"]``).
   Unbalanced brackets/parentheses/ring closures give ``None`` (skipped).
+  Aromaticity is not perceived, so a ring system written in Kekulé form
+  (``C1=CC=CC=C1``) and in aromatic form (``c1ccccc1``) get different keys.
+  Measured against RDKit on the embedded data: FreeSolv groups identical
+  (63 scaffolds); ESOL 266 vs 269 groups (3 merges, no splits); BBBP 1,122
+  vs 1,025 groups (103 RDKit groups split, mostly Kekulé vs aromatic
+  writing; 15 merges).
 
 Acyclic molecules have the empty scaffold ``""`` (one group, as in RDKit).
 
