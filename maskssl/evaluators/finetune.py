@@ -86,7 +86,19 @@ def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
       parallel=config.get("parallel", {})))
   lc = train_lib.loop_config(lc_cfg, n, stage="finetune",
                              verbose=bool(ecfg.get("verbose", True)))
-  tx = optim_lib.make_optimizer(ecfg.optim, lc.total_steps)
+  lr_scale = None
+  decay = float(ecfg.get("layer_decay", 0.0) or 0.0)
+  if decay > 0:
+    if not hasattr(method, "layerwise_lr_scales"):
+      raise ValueError(f"evals.*.layer_decay is set but method "
+                       f"{method.name!r} has no layer-wise lr decay")
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(
+        lambda b: module.init({"params": key, "dropout": key}, b,
+                              train=False),
+        train_ds.batch(np.arange(bs)))["params"]
+    lr_scale = method.layerwise_lr_scales(shapes, decay)
+  tx = optim_lib.make_optimizer(ecfg.optim, lc.total_steps, lr_scale=lr_scale)
   sup = Supervised(module, task, tx,
                    pretrained if init == "pretrained" else None)
   ebs = int(ecfg.get("eval_batch_size", 256))

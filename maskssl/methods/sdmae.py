@@ -226,6 +226,11 @@ class SDMAE(Method):
         drop_path=float(ft.get("drop_path", 0.1)),
         init_scale=float(ft.get("init_scale", 0.001)), dtype=self.dtype)
 
+  def layerwise_lr_scales(self, classifier_params, decay: float):
+    """Per-parameter lr multipliers for fine-tuning with layer-wise decay."""
+    return vit.layerwise_lr_decay_labels(classifier_params, decay,
+                                         self.kw["enc_depth"])
+
   # ---- visualisation ------------------------------------------------------
   def reconstruct(self, state, images, rng):
     """(original, masked, reconstruction) [0, 1] images (B, S, S, 3); the
