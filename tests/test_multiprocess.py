@@ -50,11 +50,16 @@ def test_toy_two_processes_match_one_process_and_sigterm_on_one(tmp_path):
   one, two, term = tmp_path / "one", tmp_path / "two", tmp_path / "term"
   logs = tmp_path / "logs"
   logs.mkdir()
-  procs = (toy_procs(one, 1) + toy_procs(two, 2, log_dir=str(logs)))
-  assert wait_all(procs) == [0, 0, 0], (logs / "p1.log").read_text()[-3000:]
+  single = tmp_path / "single"
+  procs = (toy_procs(one, 1) + toy_procs(two, 2, log_dir=str(logs)) +
+           toy_procs(single, 1, devices=1))
+  assert wait_all(procs) == [0] * 4, (logs / "p1.log").read_text()[-3000:]
   l1, l2, d = _assert_close_runs(str(one), str(two))
   print(f"toy 2x4 vs 1x8: max|dloss|="
         f"{max(abs(l1[s] - l2[s]) for s in l1):.3g} max|dparam|={d:.3g}")
+  # 1 device vs 8 devices in one process: also reduction-order tolerance
+  l0, _, d0 = _assert_close_runs(str(one), str(single))
+  print(f"toy 1x1 vs 1x8: max|dparam|={d0:.3g}")
   # only process 0 writes logs: every step appears exactly once (checked in
   # losses()), and the run's files come from process 0 only
   # SIGTERM delivered to process 0 only: both agree to stop at step 5.
