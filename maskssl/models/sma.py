@@ -33,7 +33,23 @@ Layout / speed notes (CPU is the target of the throughput benchmark):
   rows the loss can see (attention is permutation-equivariant and no
   positional information enters after the embedding); tested to 1e-5.
   Precondition: the mask masks ``round(r n)`` (+-1) valid tokens per example,
-  which holds for :func:`sma_mask`, :func:`random_mask` and the curriculum.
+  which holds for :func:`sma_mask`, :func:`random_mask` and the curriculum
+  (a precomputed mask with fewer masked tokens would overflow the buffer:
+  use ``compact=False`` for e.g. an all-False mask).
+
+Implementation choices / deviations (function unchanged unless noted):
+
+* :class:`Linear` / :class:`Norm` replace ``nn.Dense`` / ``nn.LayerNorm``
+  with the same parameter names and shapes; a LayerNorm that feeds a
+  projection has its affine part folded into that projection's weights, the
+  ``1/sqrt(d_head)`` scale is folded into the Q weights, LayerNorm uses a
+  two-pass float32 variance and a custom VJP, softmax a custom VJP
+  (all exact up to float rounding).
+* ``share_decoder_queries`` / ``add_mask_token`` (spec 2.4, default off) and
+  the optional reconstruction target transform are not implemented.
+* The fine-tuning head has no drop-path (treated like a decoder layer).
+* ``compute_dtype=bfloat16``: attention logits are computed in float32 from
+  the bf16 Q/K; params, softmax and losses stay float32.
 """
 from __future__ import annotations
 
