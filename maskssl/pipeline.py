@@ -63,6 +63,14 @@ def _validate(config):
   return method, mesh
 
 
+def _with_total_steps(config, total: int):
+  import copy
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.total_steps = int(total)
+  return config
+
+
 def _run_evals(config, method, state, workdir, writer, step) -> dict:
   """Run every enabled evaluator; each writes under
   ``<workdir>/eval/step<step>/<name>/`` so results of different checkpoints
@@ -106,6 +114,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _check_workdir(workdir)
   dataset = load_split(config.data, config.data.get("pretrain_split",
                                                     "pretrain"))
+  if not int(config.get("total_steps", 0) or 0) and float(
+      config.get("num_epochs", 0) or 0) > 0:
+    # Methods size their schedules from config.total_steps: resolve epochs.
+    config = _with_total_steps(config, train_lib.loop_config(
+        config, len(dataset)).total_steps)
+    method = get_method(config)
   train_lib.save_run_config(config, workdir)
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
@@ -144,6 +158,9 @@ def restore_state(config, workdir: str, step: int | None = None):
   dataset = load_split(config.data, config.data.get("pretrain_split",
                                                     "pretrain"))
   lc = train_lib.loop_config(config, len(dataset))
+  if not int(config.get("total_steps", 0) or 0):
+    config = _with_total_steps(config, lc.total_steps)
+    method = get_method(config)
   batch = train_lib.example_batch(dataset, lc)
   target = train_lib.abstract_state(method, batch, lc, mesh)
   checkpointer = ckpt_lib.Checkpointer(ckpt_dir, lc.keep_checkpoints, False)
