@@ -85,6 +85,7 @@ def loop_config(config, dataset_size: int, stage: str = "pretrain",
             async_checkpoints=bool(config.get("async_checkpoints", True)),
             fsdp=bool(par.get("fsdp", False)),
             fsdp_min_size=int(par.get("fsdp_min_size", 2 ** 14)),
+            stop_check_every=int(config.get("stop_check_every", 1) or 1),
             stage=stage)
   kw.update(overrides)
   return LoopConfig(**kw)
