@@ -15,6 +15,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+def _predict(state, batch):
+  return batch["x"] @ state["params"]["w"] + state["params"]["b"]
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("workdir")
@@ -56,8 +60,14 @@ def main():
     raise
   params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                         state["params"])
+  # evaluator path: batched sharded inference over a split whose length is
+  # not a multiple of the batch (padding), identical on every process
+  from maskssl import parallel
+  from maskssl.evaluators import common
+  preds = common.apply_in_batches(_predict, state, toy_dataset(n=100, seed=1),
+                                  24, parallel.make_mesh())
   if jax.process_index() == 0:
-    np.savez(os.path.join(a.workdir, "params.npz"), **params)
+    np.savez(os.path.join(a.workdir, "params.npz"), preds=preds, **params)
   print(f"process {jax.process_index()} of {jax.process_count()} done, "
         f"{jax.device_count()} devices", flush=True)
 

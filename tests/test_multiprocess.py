@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from toy import toy_dataset
 from mp_util import (REPO, checkpoint_arrays, env, free_port, losses,
                      max_abs_diff, toy_procs, wait_all)
 
@@ -60,6 +61,14 @@ def test_toy_two_processes_match_one_process_and_sigterm_on_one(tmp_path):
   # 1 device vs 8 devices in one process: also reduction-order tolerance
   l0, _, d0 = _assert_close_runs(str(one), str(single))
   print(f"toy 1x1 vs 1x8: max|dparam|={d0:.3g}")
+  # evaluator inference (common.apply_in_batches) under 2 processes: whole
+  # split, in order, padding dropped, equal to a host numpy computation
+  for wd in (one, two, single):
+    r = np.load(wd / "params.npz")
+    x = toy_dataset(n=100, seed=1).arrays["x"]
+    assert r["preds"].shape == (100, 1)
+    np.testing.assert_allclose(r["preds"], x @ r["w"] + r["b"], rtol=1e-5,
+                               atol=1e-5)
   # only process 0 writes logs: every step appears exactly once (checked in
   # losses()), and the run's files come from process 0 only
   # SIGTERM delivered to process 0 only: both agree to stop at step 5.
