@@ -110,7 +110,7 @@ def test_unparsable_smiles_counted_and_skipped(tmp_path, capsys):
                                  scaffold_backend="python", max_len=32)
   ds = molecules.load_split(cfg, "train")
   assert ds.meta["skipped_smiles"] == 4
-  assert "skipped 4 of 20" in capsys.readouterr().out
+  assert "skipped 4 of 20" in capsys.readouterr().err
   total = sum(len(molecules.load_split(cfg, s)) for s in ("train", "val",
                                                           "test"))
   assert total == 16

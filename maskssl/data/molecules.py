@@ -34,6 +34,7 @@ import functools
 import importlib.resources
 import io
 import os
+import sys
 
 import ml_collections
 import numpy as np
@@ -169,7 +170,7 @@ def _labelled(task: str, data_dir: str, backend: str):
   if skipped:
     print(f"[moleculenet] {name}: skipped {len(skipped)} of {len(smiles)} "
           f"SMILES that the {backend} scaffold back end cannot parse "
-          f"(first: {skipped[0]!r})", flush=True)
+          f"(first: {skipped[0]!r})", file=sys.stderr, flush=True)
   return ([smiles[i] for i in keep], labels[keep], tuple(scafs),
           tuple(skipped), backend)
 
