@@ -21,13 +21,12 @@ from typing import Any, Sequence
 import jax
 import ml_collections
 import optax
+from maskssl.config_utils import cfg_get
 
 _NEVER_DECAY = ("bias", "scale")
 
 
-def _get(cfg, name, default):
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
-      cfg, name, default)
+_get = cfg_get
 
 
 def default_optim_config(**overrides) -> ml_collections.ConfigDict:

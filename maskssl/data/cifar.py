@@ -36,6 +36,7 @@ import ml_collections
 import numpy as np
 
 from maskssl.data.base import ArrayDataset, DataError, split_indices
+from maskssl.config_utils import cfg_get
 
 LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                "horse", "ship", "truck")
@@ -51,11 +52,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _get(cfg, key, default):
-  try:
-    return cfg.get(key, default)
-  except AttributeError:
-    return getattr(cfg, key, default)
+_get = cfg_get
 
 
 @functools.lru_cache(maxsize=4)

@@ -42,6 +42,7 @@ import numpy as np
 from maskssl.data import scaffold as scaffold_lib
 from maskssl.data import tokenizer
 from maskssl.data.base import ArrayDataset, DataError
+from maskssl.config_utils import cfg_get
 
 TASKS = {
     # name: (file stem, label column, kind)
@@ -62,11 +63,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _get(cfg, key, default):
-  try:
-    return cfg.get(key, default)
-  except AttributeError:
-    return getattr(cfg, key, default)
+_get = cfg_get
 
 
 # ---------------------------------------------------------------- readers --

@@ -32,6 +32,7 @@ import numpy as np
 
 from maskssl.data import images as images_lib
 from maskssl.data.base import ArrayDataset, DataError
+from maskssl.config_utils import cfg_get
 
 SPLITS = ("pretrain", "train", "val", "test")
 RESOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
@@ -39,9 +40,7 @@ RESOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
 CLASS_NAMES = ("normal", "tumour")
 
 
-def _get(cfg, name, default):
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
-      cfg, name, default)
+_get = cfg_get
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int):

@@ -28,6 +28,7 @@ import numpy as np
 from maskssl import augment
 from maskssl.data import cifar
 from maskssl.data.base import ArrayDataset, DataError
+from maskssl.config_utils import cfg_get
 
 SPLITS = ("pretrain", "train", "val", "test")
 
@@ -40,11 +41,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _get(cfg, key, default):
-  try:
-    return cfg.get(key, default)
-  except AttributeError:
-    return getattr(cfg, key, default)
+_get = cfg_get
 
 
 @functools.partial(jax.jit, static_argnames=("size", "crop", "scale"))

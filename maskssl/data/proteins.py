@@ -43,6 +43,7 @@ import numpy as np
 
 from maskssl.data import tokenizer
 from maskssl.data.base import ArrayDataset, DataError
+from maskssl.config_utils import cfg_get
 
 AMINO = "ACDEFGHIKLMNPQRSTVWYBZXUO"
 DEEPLOC_CLASSES = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum",
@@ -60,11 +61,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
-def _get(cfg, key, default):
-  try:
-    return cfg.get(key, default)
-  except AttributeError:
-    return getattr(cfg, key, default)
+_get = cfg_get
 
 
 # ------------------------------------------------------------------ FASTA --

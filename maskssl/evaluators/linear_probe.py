@@ -32,13 +32,10 @@ from maskssl import optim as optim_lib
 from maskssl import parallel
 from maskssl.data import load_split
 from maskssl.evaluators import common, scores
+from maskssl.config_utils import cfg_get
 
 
-def _get(cfg, name, default):
-  if cfg is None:
-    return default
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
-      cfg, name, default)
+_get = cfg_get
 
 
 def standardize(train_x: np.ndarray, *others: np.ndarray, eps: float = 1e-6):

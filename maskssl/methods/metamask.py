@@ -75,6 +75,7 @@ from maskssl.losses import joint_embedding as je
 from maskssl.methods.base import Method
 from maskssl.models.heads import ProjectionMLP
 from maskssl.models.resnet import ResNetClassifier, build_resnet, dtype_from_name
+from maskssl.config_utils import cfg_get
 
 META_GRAD_MODES = ("exact", "exact_unrolled", "exact_jvp",
                    "finite_difference", "first_order")
@@ -82,13 +83,7 @@ _ALIASES = {"fd": "finite_difference", "exact_autodiff": "exact_unrolled"}
 HEADS = ("bt_head", "cl_head")
 
 
-def _get(cfg, key, default):
-  if cfg is None:
-    return default
-  try:
-    return cfg.get(key, default)
-  except AttributeError:
-    return getattr(cfg, key, default)
+_get = cfg_get
 
 
 def _axpy(a, x, y):

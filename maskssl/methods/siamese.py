@@ -65,15 +65,12 @@ from maskssl.masks import mscn
 from maskssl.methods.base import Method, gradient_step, optax_state
 from maskssl.models import heads
 from maskssl.models import resnet as resnet_lib
+from maskssl.config_utils import cfg_get
 
 LOSSES = ("simclr", "barlow_twins", "vicreg")
 
 
-def _get(cfg, name, default=None):
-  if cfg is None:
-    return default
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
-      cfg, name, default)
+_get = cfg_get
 
 
 # --------------------------------------------------------------------------

@@ -31,13 +31,10 @@ import numpy as np
 from maskssl.losses.reconstruction import masked_cross_entropy, masked_mse
 from maskssl.methods.base import Method, gradient_step, optax_state
 from maskssl.models import sma as sma_models
+from maskssl.config_utils import cfg_get
 
 
-def _get(cfg, name, default):
-  if cfg is None:
-    return default
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
-      cfg, name, default)
+_get = cfg_get
 
 
 def make_tx(config, total_steps: int):
