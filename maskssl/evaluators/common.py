@@ -46,6 +46,13 @@ def apply_in_batches(fn: Callable, state, dataset: ArrayDataset,
   return np.concatenate(outs, 0)
 
 
+def encode_features(method, state, dataset: ArrayDataset, batch_size: int,
+                    mesh) -> np.ndarray:
+  """``method.encode`` over a whole split: float32 ``(len(dataset), D)``."""
+  feats = apply_in_batches(method.encode, state, dataset, batch_size, mesh)
+  return np.asarray(feats, np.float32).reshape(len(dataset), -1)
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted(fn: Callable, out_sharding=None):
   if out_sharding is None:

@@ -80,11 +80,8 @@ def run(config, eval_config, method, state, workdir) -> dict:
   bank = load_split(data_cfg, _get(ecfg, "bank_split", "train"))
   test = load_split(data_cfg, _get(ecfg, "test_split", "test"))
   ebs = int(_get(ecfg, "encode_batch_size", 256))
-  fb = np.asarray(common.apply_in_batches(method.encode, state, bank, ebs,
-                                          mesh), np.float32)
-  fq = np.asarray(common.apply_in_batches(method.encode, state, test, ebs,
-                                          mesh), np.float32)
-  fb, fq = fb.reshape(len(bank), -1), fq.reshape(len(test), -1)
+  fb = common.encode_features(method, state, bank, ebs, mesh)
+  fq = common.encode_features(method, state, test, ebs, mesh)
   ybank = bank.arrays["label"]
   num_classes = int(_get(ecfg, "num_classes", None) or
                     bank.meta.get("num_classes") or int(ybank.max()) + 1)

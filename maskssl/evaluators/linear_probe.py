@@ -107,12 +107,6 @@ def probe_scores(train_x, train_y, test_x, test_y, *, num_classes=None,
   return out
 
 
-def extract(method, state, dataset, batch_size: int, mesh) -> np.ndarray:
-  feats = common.apply_in_batches(method.encode, state, dataset, batch_size,
-                                  mesh)
-  return np.asarray(feats, np.float32).reshape(len(dataset), -1)
-
-
 def run(config, eval_config, method, state, workdir) -> dict:
   ecfg = eval_config
   data_cfg = _get(ecfg, "data", None) or config.data
@@ -120,8 +114,8 @@ def run(config, eval_config, method, state, workdir) -> dict:
   train = load_split(data_cfg, _get(ecfg, "train_split", "train"))
   test = load_split(data_cfg, _get(ecfg, "test_split", "test"))
   ebs = int(_get(ecfg, "encode_batch_size", 256))
-  ftr = extract(method, state, train, ebs, mesh)
-  fte = extract(method, state, test, ebs, mesh)
+  ftr = common.encode_features(method, state, train, ebs, mesh)
+  fte = common.encode_features(method, state, test, ebs, mesh)
   optim = _get(ecfg, "optim", None)
   res = probe_scores(
       ftr, train.arrays["label"], fte, test.arrays["label"],
