@@ -82,9 +82,12 @@ class Linear(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, ln=None, out_scale=None):
+  def __call__(self, x, ln=None, out_scale=None, cols=None):
+    """``cols=(a, b)`` computes only output columns ``a:b``."""
     kernel = self.param("kernel", _kernel_init, (x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    if cols is not None:
+      kernel, bias = kernel[:, cols[0]:cols[1]], bias[cols[0]:cols[1]]
     if ln is not None:
       g, b0 = ln
       bias = bias + b0 @ kernel
@@ -381,6 +384,10 @@ class SMALayer(nn.Module):
                          axis=-1)
     return k, v
 
+  def key(self, kv_in):
+    """Only the K part of :meth:`keyvalue` (mask logits need no V)."""
+    return self.kv_proj(kv_in, cols=(0, self.qk_dim))
+
   def self_qkv(self, x):
     xhat, ln = self.ln_a(x, affine=False)
     col = jnp.concatenate([
@@ -399,9 +406,9 @@ class SMALayer(nn.Module):
     return (_split_heads(q, self.num_heads), _split_heads(k, self.num_heads),
             _split_heads(v, self.num_heads))
 
-  def logits(self, q, kv, bias=None):
+  def logits(self, q, k, bias=None):
     """Scaled float32 logits ``(B, H, Nq, Nk)`` with the key bias added."""
-    qh, kh, _ = self._qk(q, kv)
+    qh, kh, _ = self._qk(q, (k, k))
     s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(jnp.float32),
                    kh.astype(jnp.float32))      # float32 logits (spec 2.6)
     return s if bias is None else s + bias
@@ -517,11 +524,17 @@ class SMAEncoder(nn.Module):
                            w=self.cross_widening, drop_path=0.0)
       q_in = self.param("latents", _embed_init,
                         (self.num_latents, self.latent_dim)).astype(self.dtype)
-    q = layer0.query(q_in)
-    kv = layer0.keyvalue(x)
     valid_bias = key_bias(valid)
-
     use_mask = masking or mask is not None
+    # Transformer + compact + masking: layer 1 runs on the kept tokens only
+    # (their rows of x gathered into the N_vis buffer); the mask logits need
+    # Q and K of all tokens but no gradient, so they are computed from
+    # stop_gradient(x) and no V / backward is spent on masked tokens.
+    kept_only = self.compact and transformer and use_mask
+    if not kept_only:
+      q = layer0.query(q_in)
+      kv = layer0.keyvalue(x)
+
     if not use_mask:
       h = layer0.finish(q_in, q, kv, valid_bias, train)
       mask = jnp.zeros((b, n), bool)
@@ -533,8 +546,13 @@ class SMAEncoder(nn.Module):
         if self.mask_mode == "random":
           mask, keep = sma_masks.random_mask(rng, valid, self.mask_spec.ratio)
         elif self.mask_mode == "sma":
-          logits = layer0.logits(jax.lax.stop_gradient(q),
-                                 jax.lax.stop_gradient(kv), valid_bias)
+          if kept_only:
+            xs = jax.lax.stop_gradient(x)
+            q_all, k_all = layer0.query(xs), layer0.key(xs)
+          else:
+            q_all, k_all = q, kv[0]
+          logits = jax.lax.stop_gradient(
+              layer0.logits(q_all, k_all, valid_bias))
           mask, keep = sma_masks.sma_mask(rng, logits, valid, self.mask_spec,
                                           s=s)
         else:
@@ -544,22 +562,23 @@ class SMAEncoder(nn.Module):
         keep = valid & ~mask
       mask = jax.lax.stop_gradient(mask)
       keep = jax.lax.stop_gradient(keep)
-      if self.compact:
+      if kept_only:
         c = compaction(keep, kept_count_bound(n, self.mask_spec.ratio),
                        self.gather_impl)
-        parts = [a.astype(self.dtype) for a in
-                 ([x, q] if transformer else []) + list(kv)]
-        sizes = tuple(a.shape[-1] for a in parts)
-        g = gather_rows(jnp.concatenate(parts, axis=-1), c)
+        xk = gather_rows(x, c)     # queries AND keys: the kept tokens
+        h = layer0.finish(xk, layer0.query(xk), layer0.keyvalue(xk),
+                          key_bias(c.valid), train)
+        h_keep = c.valid
+      elif self.compact:           # perceiver: compact the keys / values
+        c = compaction(keep, kept_count_bound(n, self.mask_spec.ratio),
+                       self.gather_impl)
+        sizes = tuple(a.shape[-1] for a in kv)
+        g = gather_rows(jnp.concatenate([a.astype(self.dtype) for a in kv],
+                                        axis=-1), c)
         if self.dtype == jnp.float32:
-          parts = jax.lax.split(g, sizes, axis=-1)
+          kv = tuple(jax.lax.split(g, sizes, axis=-1))
         else:  # lax.split's transpose rejects mixed-dtype cotangents
-          ends = np.cumsum((0,) + sizes)
-          parts = [g[..., int(a):int(b)] for a, b in zip(ends[:-1], ends[1:])]
-        if transformer:   # queries AND keys restricted to the kept tokens
-          q_in, q, kv = parts[0], parts[1], tuple(parts[2:])
-        else:
-          kv = tuple(parts)
+          kv = (g[..., :sizes[0]], g[..., sizes[0]:])
         h = layer0.finish(q_in, q, kv, key_bias(c.valid), train)
         h_keep = c.valid
       else:
