@@ -44,10 +44,10 @@ import os
 import statistics
 import time
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
+
+import harness  # noqa: E402  (benchmarks/; sets sys.path for maskssl)
 
 
 def particle_config(batch=256, compact=True, dtype="float32", gather="auto",
@@ -69,35 +69,29 @@ def particle_config(batch=256, compact=True, dtype="float32", gather="auto",
   return c
 
 
-def _flops(compiled):
-  ca = compiled.cost_analysis()
-  if isinstance(ca, (list, tuple)):
-    ca = ca[0] if ca else {}
-  return float((ca or {}).get("flops", float("nan")))
-
-
 def _compile(method, batch, precomputed_mask=None):
-  state = jax.jit(method.init_state)(jax.random.PRNGKey(0), batch)
+  import jax
   base = jax.random.PRNGKey(1)
 
   def step(state, batch):
     rng = jax.random.fold_in(base, state["step"])
-    return method.train_step(state, batch, rng, mask=precomputed_mask)
+    return method.train_step(state, batch, rng, mask=batch.get("mask"))
 
-  jstep = jax.jit(step, donate_argnums=0)
-  t0 = time.perf_counter()
-  compiled = jstep.lower(state, batch).compile()
-  compile_s = time.perf_counter() - t0
-  for _ in range(3):  # warm-up
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(state)
-  return dict(compiled=compiled, state=state, compile_s=compile_s,
-              flops=_flops(compiled), wall=[], cpu=[])
-
-
-def _time(v, batch, steps):
-  t0, c0 = time.perf_counter(), time.process_time()
+  if precomputed_mask is not None:
+    batch = dict(batch, mask=precomputed_mask)
+  v = harness.sharded_step(method, batch, step)
   state = v["state"]
+  for _ in range(3):  # warm-up
+    state, metrics = v["compiled"](state, v["batch"])
+  jax.block_until_ready(state)
+  v.update(state=state, wall=[], cpu=[])
+  return v
+
+
+def _time(v, steps):
+  import jax
+  t0, c0 = time.perf_counter(), time.process_time()
+  state, batch = v["state"], v["batch"]
   for _ in range(steps):
     state, metrics = v["compiled"](state, batch)
   jax.block_until_ready((state, metrics))
@@ -107,6 +101,8 @@ def _time(v, batch, steps):
 
 
 def run(args, compact, dtype, gather, layers=4):
+  import jax
+  import jax.numpy as jnp
   from maskssl.methods.sma import SMA
   from maskssl.masks.sma import sma_mask
   from maskssl.models.sma import MaskSpec
@@ -123,8 +119,8 @@ def run(args, compact, dtype, gather, layers=4):
   gen = _compile(method, batch)
   pre = _compile(method, batch, precomputed_mask=mask)
   for _ in range(args.reps):          # interleaved: same machine load
-    _time(gen, batch, args.steps)
-    _time(pre, batch, args.steps)
+    _time(gen, args.steps)
+    _time(pre, args.steps)
   best, med = min(gen["wall"]), statistics.median(gen["wall"])
   cpu = min(gen["cpu"])
   return dict(
@@ -133,14 +129,14 @@ def run(args, compact, dtype, gather, layers=4):
       examples_per_s_best=b / best, examples_per_s_median=b / med,
       step_ms_best=1e3 * best, step_ms_median=1e3 * med,
       cpu_ms_per_step=1e3 * cpu, examples_per_cpu_s=b / cpu,
-      compile_s=gen["compile_s"],
+      compile_s=gen["compile_s"], devices=gen["devices"],
       precomputed_mask_examples_per_s_best=b / min(pre["wall"]),
       precomputed_mask_cpu_ms_per_step=1e3 * min(pre["cpu"]),
       mask_generation_share_wall=1.0 - min(pre["wall"]) / best,
       mask_generation_share_cpu=1.0 - min(pre["cpu"]) / cpu,
-      step_gflop=gen["flops"] / 1e9,
-      achieved_gflop_per_s=gen["flops"] / best / 1e9,
-      achieved_gflop_per_cpu_s=gen["flops"] / cpu / 1e9,
+      step_gflop=gen["flops"] * gen["devices"] / 1e9,
+      achieved_gflop_per_s=gen["flops"] * gen["devices"] / best / 1e9,
+      achieved_gflop_per_cpu_s=gen["flops"] * gen["devices"] / cpu / 1e9,
       loss=float(gen["metrics"]["loss"]),
       mask_fraction=float(gen["metrics"]["mask_fraction"]))
 
@@ -156,7 +152,10 @@ def main():
   p.add_argument("--layers", type=int, default=4)
   p.add_argument("--variants", action="store_true",
                  help="also run compact=0 and bfloat16")
+  harness.add_device_flag(p)
   args = p.parse_args()
+  harness.setup_devices(args.cpu_devices, [args.batch])
+  import jax
   env = dict(jax=jax.__version__, backend=jax.default_backend(),
              cpus=len(os.sched_getaffinity(0)), load_avg=os.getloadavg(),
              batch=args.batch, steps_per_rep=args.steps, reps=args.reps)

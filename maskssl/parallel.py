@@ -21,6 +21,22 @@ from maskssl.config_utils import ConfigError
 DATA_AXIS = "data"
 
 
+def cpu_device_count(setting: Any, batch_sizes=(), cores: int = 1) -> int:
+  """The device count :func:`configure_cpu_devices` sets (1 = leave as is)."""
+  if setting in (None, "", "off", "none", "0", 0, False):
+    return 1
+  if str(setting) != "auto":
+    n = int(setting)
+    if n < 1:
+      raise ValueError(f"cpu_devices must be 'auto', 'off' or >= 1, got {setting!r}")
+    return n
+  n = max(1, int(cores))
+  sizes = [int(b) for b in batch_sizes if b]
+  while n > 1 and any(b % n for b in sizes):
+    n -= 1
+  return n
+
+
 def configure_cpu_devices(setting: Any = "auto", batch_sizes=()) -> Any:
   """Split the host CPU into ``n`` XLA:CPU devices (data parallel).
 
@@ -38,26 +54,23 @@ def configure_cpu_devices(setting: Any = "auto", batch_sizes=()) -> Any:
   before any JAX backend is initialised; returns the count set, or None.
   """
   import os
-  if setting in (None, "", "off", "none", "0", 0, False):
-    return None
   if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS",
                                                                ""):
     return None
-  if str(setting) == "auto":
-    try:
-      n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-      n = os.cpu_count() or 1
-    sizes = [int(b) for b in batch_sizes if b]
-    while n > 1 and any(b % n for b in sizes):
-      n -= 1
-  else:
-    n = int(setting)
+  try:
+    cores = len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    cores = os.cpu_count() or 1
+  n = cpu_device_count(setting, batch_sizes, cores)
   if n <= 1:
     return None
   try:
     jax.config.update("jax_num_cpu_devices", n)
-  except Exception as e:  # backend already initialised
+  except RuntimeError as e:  # backend already initialised
+    if str(setting) == "auto":
+      import logging
+      logging.warning("cpu_devices=auto ignored: %s", e)
+      return None
     raise RuntimeError(
         f"cannot set {n} CPU devices: the JAX backend is already "
         f"initialised ({e}); call configure_cpu_devices first") from e

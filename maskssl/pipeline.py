@@ -109,9 +109,18 @@ def format_table(pretrain: dict | None, evals: dict) -> str:
   return "\n".join(lines)
 
 
+def _print_devices(mesh):
+  if jax.process_index() == 0:
+    d = mesh.devices.flat[0]
+    print(f"devices: {mesh.devices.size} x {d.platform} "
+          f"({jax.process_count()} process(es)), data-parallel mesh",
+          flush=True)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   method, mesh = _validate(config)
   _check_workdir(workdir)
+  _print_devices(mesh)
   dataset = load_split(config.data, config.data.get("pretrain_split",
                                                     "pretrain"))
   if not int(config.get("total_steps", 0) or 0) and float(

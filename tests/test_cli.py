@@ -64,3 +64,37 @@ def test_overrides_reach_the_run_config(tmp_path):
   assert cfg["mask"]["mask_mode"] == "random"
   assert cfg["model"]["self_heads"] == 4
   assert cfg["total_steps"] == 0
+
+
+def test_cpu_device_count_rules():
+  from maskssl.parallel import cpu_device_count
+  assert cpu_device_count("auto", [256], cores=2) == 2
+  assert cpu_device_count("auto", [256], cores=16) == 16
+  assert cpu_device_count("auto", [6], cores=4) == 3      # divides the batch
+  assert cpu_device_count("auto", [7], cores=2) == 1
+  assert cpu_device_count("off", [256], cores=8) == 1
+  assert cpu_device_count("3", [256], cores=2) == 3        # explicit wins
+  with pytest.raises(ValueError):
+    cpu_device_count("-1", [], cores=2)
+
+
+def test_cpu_devices_auto_splits_the_host_in_a_fresh_process():
+  """Without XLA_FLAGS, configure_cpu_devices('auto') gives one XLA:CPU
+  device per core (capped to divide the batch) and the batch shards."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  code = (
+      "import os\n"
+      "from maskssl import parallel\n"
+      "n = parallel.configure_cpu_devices('auto', [12])\n"
+      "import jax\n"
+      "cores = len(os.sched_getaffinity(0))\n"
+      "want = max(d for d in range(1, min(cores, 12) + 1) if 12 % d == 0)\n"
+      "assert jax.device_count() == want, (jax.device_count(), want)\n"
+      "m = parallel.make_mesh()\n"
+      "x = jax.device_put(jax.numpy.zeros((12, 3)), parallel.batch_sharding(m))\n"
+      "assert len(x.addressable_shards) == want\n"
+      "print('OK', want)\n")
+  p = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                     text=True, timeout=120, env=env, cwd=REPO)
+  assert p.returncode == 0, p.stderr[-2000:]
+  assert p.stdout.startswith("OK")
