@@ -17,11 +17,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from maskssl import parallel  # noqa: E402
 
 
-def add_device_flag(parser):
+def add_device_flag(parser, default="off"):
+  """``default`` should be what the method's config sets as
+  ``cpu_devices`` (the main command's default)."""
   parser.add_argument(
-      "--cpu_devices", default="auto",
-      help="XLA:CPU devices: 'auto' (one per core, as the main command "
-           "uses), an integer, or 'off' (one device, intra-op threads)")
+      "--cpu_devices", default=default,
+      help="XLA:CPU devices: 'auto' (one per core), an integer, or 'off' "
+           f"(one device, intra-op threads); default {default!r} as in the "
+           "method's config")
 
 
 def setup_devices(setting, batch_sizes=()):

@@ -29,12 +29,10 @@ import os
 import sys
 import time
 
-import jax
 import ml_collections
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from maskssl.methods.sdmae import SDMAE  # noqa: E402
+import harness  # noqa: E402  (benchmarks/; sets sys.path for maskssl)
 
 CASES = {"224_p16_b8": (224, 16, 8), "96_p8_b16": (96, 8, 16)}
 
@@ -51,23 +49,23 @@ def config(image_size, patch, batch, sd_weight, dtype):
 
 
 def bench(case, sd_weight, steps, dtype):
+  import jax
+  from maskssl.methods.sdmae import SDMAE
   size, patch, batch = CASES[case]
   m = SDMAE(config(size, patch, batch, sd_weight, dtype))
   imgs = np.random.RandomState(0).randint(0, 256, (batch, 96, 96, 3)
                                           ).astype(np.uint8)
   b = {"image": imgs}
-  state = jax.jit(m.init_state)(jax.random.PRNGKey(0), b)
+  v = harness.sharded_step(m, b, harness.rng_step(m.train_step))
+  state, b, compiled = v["state"], v["batch"], v["compiled"]
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
-  step = jax.jit(m.train_step, donate_argnums=0)
-  t0 = time.perf_counter()
-  compiled = step.lower(state, b, jax.random.PRNGKey(0)).compile()
-  compile_s = time.perf_counter() - t0
-  state, met = compiled(state, b, jax.random.PRNGKey(0))     # warm-up
+  compile_s = v["compile_s"]
+  state, met = compiled(state, b)     # warm-up
   jax.block_until_ready(met)
   times = []
   for i in range(steps):
     t = time.perf_counter()
-    state, met = compiled(state, b, jax.random.PRNGKey(i + 1))
+    state, met = compiled(state, b)
     jax.block_until_ready(met)
     times.append(time.perf_counter() - t)
   med = float(np.median(times))
@@ -75,16 +73,22 @@ def bench(case, sd_weight, steps, dtype):
               images_per_s=round(batch / med, 2),
               best_images_per_s=round(batch / min(times), 2),
               step_s_median=round(med, 3), compile_s=round(compile_s, 1),
-              params_m=round(n_params / 1e6, 2),
+              params_m=round(n_params / 1e6, 2), devices=v["devices"],
+              step_gflop=round(v["flops"] * v["devices"] / 1e9, 1),
               loss=float(met["loss"]), steps=steps)
 
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--steps", type=int, default=5)
+  ap.add_argument("--steps", type=int, default=8)
   ap.add_argument("--dtype", default="float32")
   ap.add_argument("--cases", default=",".join(CASES))
+  harness.add_device_flag(ap)
   args = ap.parse_args()
+  harness.setup_devices(args.cpu_devices,
+                        [CASES[c][2] for c in args.cases.split(",")])
+  global jax
+  import jax
   rows = []
   for case in args.cases.split(","):
     for w in (0.2, 0.0):

@@ -152,7 +152,7 @@ def main():
   p.add_argument("--layers", type=int, default=4)
   p.add_argument("--variants", action="store_true",
                  help="also run compact=0 and bfloat16")
-  harness.add_device_flag(p)
+  harness.add_device_flag(p, default="auto")
   args = p.parse_args()
   harness.setup_devices(args.cpu_devices, [args.batch])
   import jax

@@ -40,12 +40,14 @@ _PID = flags.DEFINE_integer("process_id", None, "Multi-host: this process.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (auto-detect).")
 _CPU_DEVICES = flags.DEFINE_string(
-    "cpu_devices", "auto",
+    "cpu_devices", None,
     "CPU backend only: split the host into this many XLA:CPU devices, the "
     "batch data-parallel across them. 'auto' = one per core (reduced to "
-    "divide config.batch_size; faster than intra-op threads for these "
-    "models), 'off' = one device. Ignored when XLA_FLAGS sets "
-    "--xla_force_host_platform_device_count or with --multihost.")
+    "divide config.batch_size), 'off' = one device with intra-op threads. "
+    "Default: config.cpu_devices if the config has it, else 'off' (small "
+    "models such as SMA run faster with 'auto'; models with many parameters "
+    "pay for the replicated update and gradient all-reduce). Ignored when "
+    "XLA_FLAGS sets --xla_force_host_platform_device_count.")
 _HEARTBEAT = flags.DEFINE_integer(
     "heartbeat_timeout", None, "Multi-host: seconds without heartbeats "
     "after which a process counts as dead and the others are stopped "
@@ -91,13 +93,15 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. "
                          "--config=configs/sma_particle.py:quick")
   multihost = _MULTIHOST.value or _COORD.value
-  if not multihost or _CPU_DEVICES.value != "auto":
-    from maskssl import parallel
-    try:
-      parallel.configure_cpu_devices(
-          _CPU_DEVICES.value, [_CONFIG.value.get("batch_size", 0)])
-    except ValueError as e:
-      raise app.UsageError(str(e))
+  cpu_devices = _CPU_DEVICES.value
+  if cpu_devices is None:
+    cpu_devices = _CONFIG.value.get("cpu_devices", "off")
+  from maskssl import parallel
+  try:
+    parallel.configure_cpu_devices(
+        cpu_devices, [_CONFIG.value.get("batch_size", 0)])
+  except ValueError as e:
+    raise app.UsageError(str(e))
   if multihost:
     from maskssl import distributed
     distributed.initialize(_COORD.value, _NPROC.value, _PID.value,
