@@ -29,7 +29,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from maskssl.methods.metamask import MetaMask
+import harness  # noqa: E402  (benchmarks/; sets sys.path for maskssl)
+from maskssl.methods.metamask import MetaMask  # noqa: E402
 
 ALL_MODES = ("exact", "finite_difference", "first_order", "exact_jvp",
              "exact_unrolled")
@@ -51,20 +52,15 @@ def compile_variant(cfg, images):
   """(run_once, compile_s): ``run_once()`` runs one step, returns seconds
   (wall, process CPU)."""
   method = MetaMask(cfg)
-  batch = dict(image=images)
-  holder = {"state": jax.jit(method.init_state)(jax.random.PRNGKey(0), batch),
-            "i": 0}
-  step = jax.jit(method.train_step, donate_argnums=0)
-  t0 = time.perf_counter()
-  compiled = step.lower(holder["state"], batch,
-                        jax.random.PRNGKey(1)).compile()
-  compile_s = time.perf_counter() - t0
+  v = harness.sharded_step(method, dict(image=images),
+                           harness.rng_step(method.train_step))
+  holder = {"state": v["state"], "i": 0}
+  compiled, batch, compile_s = v["compiled"], v["batch"], v["compile_s"]
 
   def run_once():
     holder["i"] += 1
     w0, c0 = time.perf_counter(), time.process_time()
-    holder["state"], m = compiled(holder["state"], batch,
-                                  jax.random.PRNGKey(holder["i"]))
+    holder["state"], m = compiled(holder["state"], batch)
     jax.block_until_ready((holder["state"], m))
     return time.perf_counter() - w0, time.process_time() - c0
 
@@ -81,7 +77,9 @@ def main(argv=None):
                  help=f"comma list from {ALL_MODES}")
   p.add_argument("--dtype", default="float32")
   p.add_argument("--out", default="", help="also write the JSON here")
+  harness.add_device_flag(p)
   args = p.parse_args(argv)
+  harness.setup_devices(args.cpu_devices, [args.batch])
   modes = [m for m in args.modes.split(",") if m]
   images = np.random.default_rng(0).integers(
       0, 256, (args.batch, 32, 32, 3), np.uint8)

@@ -19,22 +19,29 @@ C_in = 1, r = 0.2, k = 3, random_mix, mask_self, curriculum on):
 * FLOPs of one step from ``compile().cost_analysis()`` and achieved GFLOP/s.
 
 The machine may be shared: look at ``load_avg`` and ``cpus`` in the output.
+``--cpu_devices`` (default ``auto``, as configs/sma_particle.py sets it)
+splits the CPU into one XLA:CPU device per core and shards the batch, the
+way ``python -m maskssl.main`` runs this config.
 
-Measured 2026-11-23 (2 vCPU Xeon Sapphire Rapids, jax 0.10.2, load average
-12-15 from other jobs, so wall clock is NOT meaningful; CPU time is):
-  compact f32 (default): 568 CPU-ms/step = 451 examples per CPU-second,
-    21.6 GFLOP/step, compile 24 s (loaded), wall best 167 ex/s;
-  full-length key_keep f32: 734 CPU-ms/step = 349 ex per CPU-s, 27.3 GFLOP;
-  compact bf16: 684 CPU-ms/step (XLA:CPU upcasts bf16 dots to f32 inside
-    the jitted graph, so bf16 only adds converts);
-  mask generation: within noise of the precomputed-mask step (+-4 %);
-    standalone sma_mask (top_k path) 0.54 CPU-ms = 0.1 % of the step.
-  Engineering history (CPU-ms/step, same harness, interleaved A/B):
-    first version 650 -> LN affine + q-scale folded into projections,
-    custom-VJP normalize, lax.split 580-595 -> custom-VJP softmax -5 %.
-  With perfect 2-core scaling 568 CPU-ms is ~900 ex/s: the 1,200 ex/s
-  target was not reached/verified here. Matmuls are ~60 % of op time;
-  head/weight-gradient transposes ~20 %.
+Measured 2026-12-01, idle 2-core AMD EPYC (AVX-512; a 5888x128x384 matmul
+runs at ~190 GFLOP/s on both cores), jax 0.10.2, float32, batch 256:
+  2 devices (default): 1,020 ex/s best, 251 ms/step, 21.5 GFLOP/step
+    (86 GFLOP/s, ~45 % of the matmul peak), compile 5.5 s;
+  1 device (--cpu_devices=off): 935 ex/s, 274 ms/step;
+  mask generation: 2.7 % of the step in CPU time vs the precomputed-mask step
+    (wall-clock comparison within noise); standalone sma_mask 0.5 CPU-ms.
+  Engineering history (ms/step, one device, same machine): 303 at the start
+    of the session -> 274 with layer 1 run on the gathered kept rows only
+    (mask logits from Q/K of stop_gradient(x), no V or backward for masked
+    tokens) -> 251 with one device per core.
+  Tried and rejected (slower): one (3,B,H,N,d) transpose for fused QKV
+    (304), optimisation barriers around LayerNorm (287), block-diagonal
+    all-head attention matmuls (5x slower), batch-minor attention, XLA:CPU
+    flags (xnn/ynn fusion types, oneDNN, vector width 512; all within +-3 %
+    or slower). Per-op profile: the attention core (2,048 tiny 23x16x23
+    matmuls per layer, softmax) and head-split transposes are ~35 % of the
+    step although they are < 6 % of its FLOPs.
+  Target 1,200 ex/s not reached (85 % of it).
 """
 from __future__ import annotations
 

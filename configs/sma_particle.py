@@ -32,10 +32,10 @@ best-validation step; mean +- std over seeds 0/1/2):
 
 At this budget pretraining neither helps nor hurts (differences are inside
 one std); the paper's 69.5 % at 1k labels pretrains on 10.5 M rows.
-Pretraining throughput (benchmarks/sma_throughput.py, batch 256, load ~2):
-837 examples/s best, 306 ms/step, 21.6 GFLOP/step (70 GFLOP/s), mask
-generation within noise of a precomputed mask. The :quick variant took 155 s
-wall with another job running.
+Pretraining throughput (benchmarks/sma_throughput.py, batch 256, idle 2-core
+AMD EPYC, 2026-12-01): 1,020 examples/s best (251 ms/step, 2 CPU devices via
+cpu_devices=auto; 935 ex/s with one device), 21.5 GFLOP/step, compile 5.5 s.
+The :quick variant takes 116 s wall (idle machine).
 """
 import ml_collections
 
