@@ -14,7 +14,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from maskssl import parallel  # noqa: E402
+import jax  # noqa: E402  (importing does not start a backend)
+
+from maskssl import parallel, train  # noqa: E402
 
 
 def add_device_flag(parser, default="off"):
@@ -40,35 +42,23 @@ def flops_of(compiled) -> float:
   return float((ca or {}).get("flops", float("nan")))
 
 
-def sharded_step(method, batch, step_fn, seed: int = 0):
-  """Compile ``step_fn(state, batch) -> (state, metrics)`` data-parallel.
+def sharded_step(method, batch, train_step=None, seed: int = 0):
+  """Init and compile the trainer's step (:func:`maskssl.train.init_state`,
+  :func:`maskssl.train.make_step_fn`) on a data-parallel mesh.
 
-  Returns a dict with ``compiled``, ``state``, ``batch`` (placed),
-  ``compile_s``, ``flops`` (whole step, all devices) and ``devices``."""
-  import jax
+  ``train_step(state, batch, rng)`` defaults to ``method.train_step``.
+  Returns a dict with ``compiled`` (``(state, batch) -> (state, metrics)``),
+  ``state``, ``batch`` (placed), ``compile_s``, ``flops`` (per device
+  program) and ``devices``."""
   mesh = parallel.make_mesh()
-  data = parallel.batch_sharding(mesh)
-  batch = jax.device_put(batch, data)
-  rng = jax.random.PRNGKey(seed)
-  abstract = jax.eval_shape(method.init_state, rng, batch)
-  shardings = parallel.state_shardings(abstract, mesh)
-  state = jax.jit(method.init_state, out_shardings=shardings)(rng, batch)
-  jstep = jax.jit(step_fn, donate_argnums=0, in_shardings=(shardings, data),
-                  out_shardings=(shardings, parallel.replicated(mesh)))
+  batch = jax.device_put(batch, parallel.batch_sharding(mesh))
+  lc = train.LoopConfig(batch_size=len(next(iter(batch.values()))),
+                        total_steps=1, seed=seed)
+  state, shardings = train.init_state(method, batch, lc, mesh)
+  jstep = train.make_step_fn(method, seed, shardings, mesh, train_step)
   t0 = time.perf_counter()
   compiled = jstep.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
   return dict(compiled=compiled, state=state, batch=batch,
               compile_s=compile_s, flops=flops_of(compiled),
               devices=mesh.devices.size)
-
-
-def rng_step(method_step, seed: int = 1):
-  """Adapt ``train_step(state, batch, rng)`` to ``(state, batch)`` with the
-  rng folded from ``state['step']`` (as the trainer does)."""
-  import jax
-  base = jax.random.PRNGKey(seed)
-
-  def step(state, batch):
-    return method_step(state, batch, jax.random.fold_in(base, state["step"]))
-  return step

@@ -52,8 +52,7 @@ def compile_variant(cfg, images):
   """(run_once, compile_s): ``run_once()`` runs one step, returns seconds
   (wall, process CPU)."""
   method = MetaMask(cfg)
-  v = harness.sharded_step(method, dict(image=images),
-                           harness.rng_step(method.train_step))
+  v = harness.sharded_step(method, dict(image=images))
   holder = {"state": v["state"], "i": 0}
   compiled, batch, compile_s = v["compiled"], v["batch"], v["compile_s"]
 

@@ -33,10 +33,12 @@ import os
 import sys
 import time
 
+import jax
 import ml_collections
 import numpy as np
 
 import harness  # noqa: E402  (benchmarks/; sets sys.path for maskssl)
+from maskssl.methods.sdmae import SDMAE  # noqa: E402
 
 CASES = {"224_p16_b8": (224, 16, 8), "96_p8_b16": (96, 8, 16)}
 
@@ -53,14 +55,12 @@ def config(image_size, patch, batch, sd_weight, dtype):
 
 
 def bench(case, sd_weight, steps, dtype):
-  import jax
-  from maskssl.methods.sdmae import SDMAE
   size, patch, batch = CASES[case]
   m = SDMAE(config(size, patch, batch, sd_weight, dtype))
   imgs = np.random.RandomState(0).randint(0, 256, (batch, 96, 96, 3)
                                           ).astype(np.uint8)
   b = {"image": imgs}
-  v = harness.sharded_step(m, b, harness.rng_step(m.train_step))
+  v = harness.sharded_step(m, b)
   state, b, compiled = v["state"], v["batch"], v["compiled"]
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))
   compile_s = v["compile_s"]
@@ -91,8 +91,6 @@ def main():
   args = ap.parse_args()
   harness.setup_devices(args.cpu_devices,
                         [CASES[c][2] for c in args.cases.split(",")])
-  global jax
-  import jax
   rows = []
   for case in args.cases.split(","):
     for w in (0.2, 0.0):

@@ -51,6 +51,8 @@ import os
 import statistics
 import time
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -77,11 +79,7 @@ def particle_config(batch=256, compact=True, dtype="float32", gather="auto",
 
 
 def _compile(method, batch, precomputed_mask=None):
-  import jax
-  base = jax.random.PRNGKey(1)
-
-  def step(state, batch):
-    rng = jax.random.fold_in(base, state["step"])
+  def step(state, batch, rng):
     return method.train_step(state, batch, rng, mask=batch.get("mask"))
 
   if precomputed_mask is not None:
@@ -96,7 +94,6 @@ def _compile(method, batch, precomputed_mask=None):
 
 
 def _time(v, steps):
-  import jax
   t0, c0 = time.perf_counter(), time.process_time()
   state, batch = v["state"], v["batch"]
   for _ in range(steps):
@@ -108,8 +105,6 @@ def _time(v, steps):
 
 
 def run(args, compact, dtype, gather, layers=4):
-  import jax
-  import jax.numpy as jnp
   from maskssl.methods.sma import SMA
   from maskssl.masks.sma import sma_mask
   from maskssl.models.sma import MaskSpec
@@ -162,7 +157,6 @@ def main():
   harness.add_device_flag(p, default="auto")
   args = p.parse_args()
   harness.setup_devices(args.cpu_devices, [args.batch])
-  import jax
   env = dict(jax=jax.__version__, backend=jax.default_backend(),
              cpus=len(os.sched_getaffinity(0)), load_avg=os.getloadavg(),
              batch=args.batch, steps_per_rep=args.steps, reps=args.reps)

@@ -122,14 +122,17 @@ def abstract_state(method, batch: dict, lc: LoopConfig, mesh) -> Any:
       abstract, shardings)
 
 
-def make_step_fn(method, seed: int, shardings, mesh):
-  """The jitted, donated train step: ``(state, batch) -> (state, metrics)``."""
+def make_step_fn(method, seed: int, shardings, mesh, train_step=None):
+  """The jitted, donated train step: ``(state, batch) -> (state, metrics)``.
+
+  ``train_step(state, batch, rng)`` defaults to ``method.train_step``."""
   base_rng = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
   data = parallel.batch_sharding(mesh)
+  train_step = train_step or method.train_step
 
   def step(state, batch):
     rng = jax.random.fold_in(base_rng, state["step"])
-    new_state, metrics = method.train_step(state, batch, rng)
+    new_state, metrics = train_step(state, batch, rng)
     metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
     return new_state, metrics
 

@@ -145,6 +145,7 @@ def test_weight_norm_columns_unit():
                             jax.random.normal(jax.random.PRNGKey(1), (7, 5)))
   assert float(jnp.abs(out).max()) <= 1.0 + 1e-6
 
+
 def test_head_pooled_before_last_layer_equals_per_token_then_pool():
   """Spec 2.4: head per token, then mean over tokens. The pooled fast path
   (pool before the linear weight-normalised layer) must give the same."""
@@ -155,7 +156,6 @@ def test_head_pooled_before_last_layer_equals_per_token_then_pool():
   pooled = head.apply({"params": p}, x, pool_axis=1)
   assert pooled.shape == (3, 64)
   np.testing.assert_allclose(pooled, per_token, rtol=1e-5, atol=1e-6)
-
 
 
 def test_distillation_loss_hand_computation_and_center():
