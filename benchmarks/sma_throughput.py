@@ -41,7 +41,17 @@ runs at ~190 GFLOP/s on both cores), jax 0.10.2, float32, batch 256:
     or slower). Per-op profile: the attention core (2,048 tiny 23x16x23
     matmuls per layer, softmax) and head-split transposes are ~35 % of the
     step although they are < 6 % of its FLOPs.
-  Target 1,200 ex/s not reached (85 % of it).
+  Also tried (2026-12-01, second session): attention with the batch in the
+    vector lanes ((H, d, N, B) layout, per-example products as unrolled
+    elementwise sums, hand-written VJP): 7.2 vs 11.8 ms per layer fwd+bwd in
+    isolation, but 40-50 ms per step SLOWER in the model, where XLA:CPU fuses
+    the (B, N, F) <-> (H, d, N, B) transposes into the unrolled sums; a
+    whole-network feature-major layer was slower too (61 vs 51 ms per
+    layer). YNNPACK fusion-type flags (-REDUCE / -ELTWISE) stay within the
+    host's +-10 % noise.
+  Target 1,200 ex/s not reached (80-85 % of it); benchmarks/sma_step_bound.py
+    shows why: with attention, LayerNorm and GELU all removed the step still
+    takes ~150 ms, and those parts cost ~110 ms in the real step.
 """
 from __future__ import annotations
 
