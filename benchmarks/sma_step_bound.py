@@ -37,66 +37,47 @@ import contextlib
 import json
 import os
 import statistics
-import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 import harness  # noqa: E402  (benchmarks/; sets sys.path for maskssl)
-from sma_throughput import particle_config  # noqa: E402
+from sma_throughput import (  # noqa: E402
+    compile_step, particle_batch, particle_config, time_steps)
 
 
-def _finish_without_attention(self, q_in, q, kv, bias, train=False):
-  """``SMALayer.finish`` with the attention output replaced by ``V``."""
-  del bias
-  v = kv[1]
-  o = v[:, :q.shape[-2]]        # as many rows as queries (decoder: masked)
-  a = self.o_proj(o)
-  h1 = (q_in + a) if self.query_residual else a
-  xhat, ln = self.ln_b(h1, affine=False)
-  m = self.mlp_out(nn.gelu(self.mlp_in(xhat, ln), approximate=False))
-  return h1 + m
+def _values_as_attention(self, q, kv, bias, train=False):
+  """``SMALayer.attend`` replaced by ``V`` (one row per query)."""
+  del bias, train
+  return kv[1][:, :q.shape[-2]]
 
 
 @contextlib.contextmanager
 def _patched(variant):
   from maskssl.models import sma as model
-  saved = (model.SMALayer.finish, model.normalize, nn.gelu)
+  saved = (model.SMALayer.attend, model.normalize, nn.gelu)
   try:
     if variant in ("no_attention", "dense_only"):
-      model.SMALayer.finish = _finish_without_attention
+      model.SMALayer.attend = _values_as_attention
     if variant == "dense_only":
       model.normalize = lambda x, eps: x
       nn.gelu = lambda x, approximate=False: x
     yield
   finally:
-    model.SMALayer.finish, model.normalize, nn.gelu = saved
+    model.SMALayer.attend, model.normalize, nn.gelu = saved
 
 
 def time_variant(variant, batch_size, reps, steps):
   from maskssl.methods.sma import SMA
-  rs = np.random.RandomState(0)
-  batch = dict(x=jnp.asarray(rs.randn(batch_size, 28, 1), jnp.float32),
-               valid=jnp.ones((batch_size, 28), bool))
   with _patched(variant):
-    v = harness.sharded_step(SMA(particle_config(batch_size)), batch)
-  state = v["state"]
-  for _ in range(3):
-    state, _ = v["compiled"](state, v["batch"])
-  jax.block_until_ready(state)
-  walls = []
+    v = compile_step(SMA(particle_config(batch_size)),
+                     particle_batch(batch_size))
   for _ in range(reps):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      state, _ = v["compiled"](state, v["batch"])
-    jax.block_until_ready(state)
-    walls.append((time.perf_counter() - t0) / steps)
+    time_steps(v, steps)
   gflop = v["flops"] * v["devices"] / 1e9
-  best = min(walls)
+  best = min(v["wall"])
   return dict(variant=variant, step_ms_best=1e3 * best,
-              step_ms_median=1e3 * statistics.median(walls),
+              step_ms_median=1e3 * statistics.median(v["wall"]),
               examples_per_s_best=batch_size / best, step_gflop=gflop,
               gflop_per_s=gflop / best, devices=v["devices"])
 

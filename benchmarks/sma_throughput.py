@@ -88,7 +88,15 @@ def particle_config(batch=256, compact=True, dtype="float32", gather="auto",
   return c
 
 
-def _compile(method, batch, precomputed_mask=None):
+def particle_batch(batch_size, n=28):
+  """A fixed random batch of ``batch_size`` HIGGS-shaped examples."""
+  rs = np.random.RandomState(0)
+  return dict(x=jnp.asarray(rs.randn(batch_size, n, 1), jnp.float32),
+              valid=jnp.ones((batch_size, n), bool))
+
+
+def compile_step(method, batch, precomputed_mask=None):
+  """The sharded, donated step, compiled and warmed up."""
   def step(state, batch, rng):
     return method.train_step(state, batch, rng, mask=batch.get("mask"))
 
@@ -103,7 +111,8 @@ def _compile(method, batch, precomputed_mask=None):
   return v
 
 
-def _time(v, steps):
+def time_steps(v, steps):
+  """Appends wall and process-CPU seconds per step to ``v``."""
   t0, c0 = time.perf_counter(), time.process_time()
   state, batch = v["state"], v["batch"]
   for _ in range(steps):
@@ -120,19 +129,18 @@ def run(args, compact, dtype, gather, layers=4):
   from maskssl.models.sma import MaskSpec
   cfg = particle_config(args.batch, compact, dtype, gather, layers)
   method = SMA(cfg)
-  rs = np.random.RandomState(0)
   b, n = args.batch, 28
-  batch = dict(x=jnp.asarray(rs.randn(b, n, 1), jnp.float32),
-               valid=jnp.ones((b, n), bool))
+  batch = particle_batch(b, n)
+  rs = np.random.RandomState(1)
   # A valid SMA mask (same counts as the generator's) fed as a constant.
   logits = jnp.asarray(rs.randn(b, 8, n, n), jnp.float32)
   spec = MaskSpec.from_config(cfg.mask, "transformer")
   mask, _ = sma_mask(jax.random.PRNGKey(3), logits, batch["valid"], spec)
-  gen = _compile(method, batch)
-  pre = _compile(method, batch, precomputed_mask=mask)
+  gen = compile_step(method, batch)
+  pre = compile_step(method, batch, precomputed_mask=mask)
   for _ in range(args.reps):          # interleaved: same machine load
-    _time(gen, args.steps)
-    _time(pre, args.steps)
+    time_steps(gen, args.steps)
+    time_steps(pre, args.steps)
   best, med = min(gen["wall"]), statistics.median(gen["wall"])
   cpu = min(gen["cpu"])
   return dict(

@@ -398,34 +398,30 @@ class SMALayer(nn.Module):
     return q, (k, v)
 
   # -- attention -----------------------------------------------------------
-  def _qk(self, q, kv):
-    k, v = kv
-    b = k.shape[0]
-    if q.ndim == 2:
-      q = jnp.broadcast_to(q[None], (b,) + q.shape)
-    return (_split_heads(q, self.num_heads), _split_heads(k, self.num_heads),
-            _split_heads(v, self.num_heads))
-
   def logits(self, q, k, bias=None):
-    """Scaled float32 logits ``(B, H, Nq, Nk)`` with the key bias added."""
-    qh, kh, _ = self._qk(q, (k, k))
+    """Scaled float32 logits ``(B, H, Nq, Nk)`` with the key bias added.
+    ``q`` may be unbatched ``(Nq, qk)`` (learned queries / latents)."""
+    if q.ndim == 2:
+      q = jnp.broadcast_to(q[None], (k.shape[0],) + q.shape)
+    qh, kh = _split_heads(q, self.num_heads), _split_heads(k, self.num_heads)
     s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(jnp.float32),
                    kh.astype(jnp.float32))      # float32 logits (spec 2.6)
     return s if bias is None else s + bias
 
-  def finish(self, q_in, q, kv, bias, train: bool = False):
-    """Softmax, P.V, output projection, residuals and MLP."""
-    qh, kh, vh = self._qk(q, kv)
-    s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(jnp.float32),
-                   kh.astype(jnp.float32))      # float32 logits (spec 2.6)
-    if bias is not None:
-      s = s + bias
-    p = softmax(s)
+  def attend(self, q, kv, bias, train: bool = False):
+    """Softmax attention of ``q`` over ``kv = (K, V)``: ``(B, Nq, H*dv)``."""
+    k, v = kv
+    p = softmax(self.logits(q, k, bias))
     self.sow("intermediates", "attn", p)
     p = self.attn_drop(p, deterministic=not train)
+    vh = _split_heads(v, self.num_heads)
     o = jnp.einsum("bhqk,bhkd->bhqd", p.astype(vh.dtype), vh)
     b, h, nq, dv = o.shape
-    o = o.transpose(0, 2, 1, 3).reshape(b, nq, h * dv)
+    return o.transpose(0, 2, 1, 3).reshape(b, nq, h * dv)
+
+  def finish(self, q_in, q, kv, bias, train: bool = False):
+    """Attention, output projection, residuals and MLP."""
+    o = self.attend(q, kv, bias, train)
     a = self.hidden_drop(self.o_proj(o), deterministic=not train)
     a = self._drop_path(a, train)
     h1 = (q_in + a) if self.query_residual else a
