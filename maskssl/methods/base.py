@@ -66,7 +66,7 @@ class Method:
 
   def eval_step(self, state: PyTree, batch: Batch) -> Metrics:
     """Metrics on a held-out batch (no parameter update). Optional."""
-    raise NotImplementedError
+    raise NotImplementedError(f"{type(self).__name__} has no eval_step()")
 
 
 def optax_state(params: PyTree, tx: optax.GradientTransformation,
