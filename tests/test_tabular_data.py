@@ -79,3 +79,48 @@ def test_missing_file_and_too_small_for_splits(tmp_path):
   small = _write(tmp_path, [_row() for _ in range(50)], "small.csv")
   with pytest.raises(DataError, match="too few"):
     load_split(tabular.default_config(path=small), "train")
+
+
+def test_pretrain_extra_rows_join_pretraining_only():
+  base = {s: load_split(tabular.default_config(), s)
+          for s in ("pretrain", "train", "val", "test")}
+  cfg = tabular.default_config(pretrain_extra="embedded")
+  ext = {s: load_split(cfg, s) for s in ("pretrain", "train", "val", "test")}
+  extra, _ = tabular._embedded("higgs_extra")
+  assert len(extra) == 14988
+  assert len(ext["pretrain"]) == 6500 + 14988
+  assert ext["pretrain"].meta["pretrain_extra_rows"] == 14988
+  for s in ("train", "val", "test"):  # same rows, new statistics
+    assert len(ext[s]) == len(base[s])
+    np.testing.assert_array_equal(ext[s].arrays["label"],
+                                  base[s].arrays["label"])
+  # the statistics come from all 21,488 pretraining rows
+  raw, _ = tabular._embedded()
+  mean = np.array(ext["val"].meta["feature_mean"], np.float32)
+  x = ext["pretrain"].arrays["x"][..., 0]
+  np.testing.assert_allclose(x.mean(0), 0, atol=1e-4)
+  assert not np.allclose(mean, raw.mean(0), atol=1e-3)
+  # extra rows carry no label
+  assert (ext["pretrain"].arrays["label"][6500:] == -1).all()
+
+
+def test_test_path_replaces_held_out_test_and_extra_rows_equal_to_it_drop(
+    tmp_path):
+  extra, ey = tabular._embedded("higgs_extra")
+  lines = [",".join(tabular.HIGGS_COLUMNS) + ",label"] + [
+      ",".join(f"{v:.9g}" for v in r) + f",{l}"
+      for r, l in zip(extra[:40], ey[:40])]
+  path = _write(tmp_path, lines, "mytest.csv")
+  cfg = tabular.default_config(test_path=path, pretrain_extra="embedded")
+  test = load_split(cfg, "test")
+  assert len(test) == 40
+  np.testing.assert_array_equal(test.arrays["label"], ey[:40])
+  mean = np.array(test.meta["feature_mean"], np.float32)
+  std = np.array(test.meta["feature_std"], np.float32)
+  np.testing.assert_allclose(test.arrays["x"][..., 0] * std + mean,
+                             extra[:40], atol=1e-5)
+  pre = load_split(cfg, "pretrain")
+  # the 1,500 rows the sample held out for test now pretrain; the 40 rows of
+  # the user's test file are not among the extra pretraining rows
+  assert len(pre) == 6500 + 1500 + 14988 - 40
+  assert pre.meta["pretrain_extra_rows"] == 14988 - 40

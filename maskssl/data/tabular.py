@@ -3,10 +3,15 @@ TFDS ``higgs``, as one token per scalar feature.
 
 Splits (deterministic in ``data.split_seed``):
   * ``test`` / ``val``: held out (``test_size`` / ``val_size`` rows);
-  * ``pretrain``: every other row, labels unused (self-supervised);
+  * ``pretrain``: every other row, labels unused (self-supervised), plus
+    the rows of ``pretrain_extra``: ``"embedded"`` (14,988 more real HIGGS
+    rows shipped with the package) or comma-separated CSV/CSV.gz paths in
+    the same layout; extra rows equal to a held-out row are dropped;
   * ``train``: the labelled pool, the first ``train_pool_size`` rows of the
     pretraining rows in a seeded order; fine-tuning with N labels takes the
     first N of it.
+``test_path``: a separate labelled CSV that replaces the held-out test rows
+(which then join the pretraining split); users evaluate on their own data so.
 Features are z-scored with per-feature statistics of the pretraining split
 (``feature_norm="zscore"``, spec §4) or left as published (``"none"``).
 Each example: ``x (28, 1) float32``, ``valid (28,) bool`` (all True),
@@ -18,6 +23,7 @@ import csv
 import functools
 import importlib.resources
 import os
+import sys
 
 import ml_collections
 import numpy as np
@@ -38,14 +44,15 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
       name="higgs", source="embedded", path="", tfds_data_dir="",
       max_rows=0, split_seed=0, test_size=1500, val_size=1000,
-      train_pool_size=1500, feature_norm="zscore", label_column="last"))
+      train_pool_size=1500, feature_norm="zscore", label_column="last",
+      pretrain_extra="", test_path=""))
   cfg.update(overrides)
   return cfg
 
 
 # ---------------------------------------------------------------- readers --
-def _embedded() -> tuple[np.ndarray, np.ndarray]:
-  ref = importlib.resources.files("maskssl") / "resources/higgs_sample.npz"
+def _embedded(name: str = "higgs_sample") -> tuple[np.ndarray, np.ndarray]:
+  ref = importlib.resources.files("maskssl") / f"resources/{name}.npz"
   with importlib.resources.as_file(ref) as p, np.load(p) as z:
     return z["features"].astype(np.float32), z["label"].astype(np.int32)
 
@@ -157,14 +164,18 @@ def _load_all(source: str, path: str, label_column: str, max_rows: int,
                   f"data.path), got {source!r}")
 
 
-def _splits(cfg, n: int) -> dict[str, np.ndarray]:
-  test, val = int(cfg.test_size), int(cfg.val_size)
+def _splits(cfg, n: int, own_test: bool = True) -> dict[str, np.ndarray]:
+  test, val = int(cfg.test_size) if own_test else 0, int(cfg.val_size)
   if test + val >= n:
     raise DataError(f"data set has {n} rows, too few for test_size={test} + "
                     f"val_size={val} and a pretraining split")
   parts = split_indices(n, dict(test=test / n, val=val / n), cfg.split_seed)
+  if not own_test:
+    parts.pop("test", None)
   held = np.zeros(n, bool)
-  held[parts["test"]] = held[parts["val"]] = True
+  held[parts["val"]] = True
+  if own_test:
+    held[parts["test"]] = True
   pretrain = np.flatnonzero(~held)
   order = np.random.default_rng([int(cfg.split_seed), 1]).permutation(
       len(pretrain))
@@ -174,23 +185,74 @@ def _splits(cfg, n: int) -> dict[str, np.ndarray]:
   return parts
 
 
+@functools.lru_cache(maxsize=8)
+def _extra_rows(spec: str, label_column: str) -> np.ndarray:
+  """Features of the ``pretrain_extra`` rows (labels are not used)."""
+  parts = []
+  for item in (s.strip() for s in spec.split(",")):
+    if not item:
+      continue
+    if item == "embedded":
+      parts.append(_embedded("higgs_extra")[0])
+    else:
+      parts.append(read_csv(item, label_column=label_column)[0])
+  return (np.concatenate(parts) if parts
+          else np.zeros((0, NUM_FEATURES), np.float32))
+
+
+def _drop_rows_in(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+  seen = {r.tobytes() for r in np.ascontiguousarray(ref)}
+  keep = np.array([r.tobytes() not in seen for r in np.ascontiguousarray(x)],
+                  bool)
+  return x[keep]
+
+
 def load_split(cfg, split: str) -> ArrayDataset:
+  label_column = cfg.get("label_column", "last")
   x, y = _load_all(cfg.get("source", "embedded"), cfg.get("path", ""),
-                   cfg.get("label_column", "last"),
-                   int(cfg.get("max_rows", 0)), cfg.get("tfds_data_dir", ""))
+                   label_column, int(cfg.get("max_rows", 0)),
+                   cfg.get("tfds_data_dir", ""))
   if x.shape[1] != NUM_FEATURES:
     raise DataError(f"expected {NUM_FEATURES} features, got {x.shape[1]}")
-  parts = _splits(cfg, len(x))
-  if split not in parts:
+  test_path = cfg.get("test_path", "")
+  parts = _splits(cfg, len(x), own_test=not test_path)
+  if split not in parts and not (split == "test" and test_path):
     raise DataError(f"unknown split {split!r}; use {sorted(parts)}")
-  idx = parts[split]
-  feats = x[idx]
+  if test_path:
+    tx, ty = _load_all("", test_path, label_column, 0, "")
+    if tx.shape[1] != NUM_FEATURES:
+      raise DataError(f"{test_path}: expected {NUM_FEATURES} features, got "
+                      f"{tx.shape[1]}")
+  held_x = x[np.concatenate([parts["val"], parts.get("test", [])]).astype(int)]
+  if test_path:
+    held_x = np.concatenate([held_x, tx])
+    overlap = len(tx) - len(_drop_rows_in(tx, x))
+    if overlap and split == "test":
+      print(f"warning: {overlap} rows of data.test_path={test_path} also "
+            "appear in data.path (they are not excluded from training)",
+            file=sys.stderr)
+  pre_x = x[parts["pretrain"]]
+  extra = _extra_rows(cfg.get("pretrain_extra", "") or "", label_column)
+  n_extra = 0
+  if len(extra):
+    extra = _drop_rows_in(extra, held_x)
+    n_extra = len(extra)
+    pre_x = np.concatenate([pre_x, extra])
+  if split == "pretrain":
+    feats, labels = pre_x, np.full(len(pre_x), -1, np.int32)
+    labels[:len(parts["pretrain"])] = y[parts["pretrain"]]
+  elif split == "test" and test_path:
+    feats, labels = tx, ty
+  else:
+    feats, labels = x[parts[split]], y[parts[split]]
   meta = dict(task="binary", num_classes=2, num_features=NUM_FEATURES,
-              input_kind="continuous", columns=HIGGS_COLUMNS)
+              input_kind="continuous", columns=HIGGS_COLUMNS,
+              pretrain_rows=len(pre_x), pretrain_extra_rows=n_extra)
   norm = cfg.get("feature_norm", "zscore")
   if norm == "zscore":
-    ref = x[parts["pretrain"]]
-    mean, std = ref.mean(0), ref.std(0)
+    # float64 statistics: float32 sums over ~20k rows are off by ~1e-4.
+    ref64 = pre_x.astype(np.float64)
+    mean, std = ref64.mean(0), ref64.std(0)
     std = np.where(std > 0, std, 1.0)
     feats = (feats - mean) / std
     meta.update(feature_mean=mean.tolist(), feature_std=std.tolist())
@@ -199,5 +261,5 @@ def load_split(cfg, split: str) -> ArrayDataset:
                     f"{norm!r}")
   arrays = dict(x=feats.astype(np.float32)[..., None],
                 valid=np.ones(feats.shape, bool),
-                label=y[idx].astype(np.int32))
+                label=labels.astype(np.int32))
   return ArrayDataset(arrays, meta)
