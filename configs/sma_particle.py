@@ -1,67 +1,47 @@
 r"""SMA on particle physics (HIGGS): self-guided masked pretraining, then
-fine-tuning with a small labelled budget (spec: shared/specs/sma.md).
+fine-tuning with 100 / 1,000 labels, pretrained vs from scratch.
 
-Data: the embedded real HIGGS sample (9,000 rows, shipped in the package;
-6,500 pretraining rows, a 1,500-row labelled pool, 1,000 val, 1,500 test),
-one token per scalar feature (28 tokens, z-scored). Full data:
-``--config.data.source=tfds`` (TFDS ``higgs``, prepared locally) or
-``--config.data.path=HIGGS.csv`` (``--config.data.label_column=first`` for
-the UCI layout).
+Data (shipped): 9,000 real HIGGS rows (1,000 val, 1,500 test, a 1,500-row
+labelled pool) + 14,988 unlabelled H2O rows: 21,488 pretraining rows, 28
+z-scored scalar tokens. Full data: --config.data.source=tfds or
+--config.data.path=HIGGS.csv; own test set: --config.data.test_path=FILE.
 
-Commands:
-  python -m maskssl.main --config=configs/sma_particle.py:quick   # < 3 min
-  python -m maskssl.main --config=configs/sma_particle.py         # < 30 min
-  # random-mask baseline (same counts), and the from-scratch baseline is
-  # part of every fine-tune evaluation (inits=pretrained,scratch):
-  python -m maskssl.main --config=configs/sma_particle.py \
-      --config.mask.mask_mode=random --workdir=runs/sma_particle_random
+  python -m maskssl.main --config=configs/sma_particle.py:quick   # ~3 min
+  python -m maskssl.main --config=configs/sma_particle.py         # default
+  python benchmarks/reproduce_sma_higgs.py      # :cpu, sma / random_mask /
+      # scratch x 3 seeds -> benchmarks/results/reproduce_sma_higgs_*.json
+Variants (comma-joined): quick, cpu (6,000 pretraining steps), short_ft (the
+earlier 300-step lr 5e-4 cosine fine-tune instead of the reference recipe).
 
-Measured (2-core CPU shared with other jobs, load 4-17; pretraining 600
-steps x 256 = ~24 epochs of the 6,500 pretraining rows, lr 1e-4, warm-up 60;
-fine-tuning 1,000 labels, 300 steps x 128, lr 5e-4 cosine; test split at the
-best-validation step; mean +- std over seeds 0/1/2):
-
-  python -m maskssl.main --config=configs/sma_particle.py \
-      --config.mask.mask_mode={sma,random} --config.total_steps=600 \
-      --config.optim.warmup_steps=60 "--config.evals.finetune.num_labels=(1000,)"
-
-  init                       test accuracy     test ROC-AUC
-  SMA-pretrained             0.6653 +- 0.0040  0.7306 +- 0.0074
-  random-mask pretrained     0.6669 +- 0.0080  0.7327 +- 0.0049
-  from scratch               0.6647 +- 0.0145  0.7296 +- 0.0185
-
-At this budget pretraining neither helps nor hurts (differences are inside
-one std); the paper's 69.5 % at 1k labels pretrains on 10.5 M rows.
-Pretraining throughput (benchmarks/sma_throughput.py, batch 256, idle 2-core
-AMD EPYC, 2026-12-01): 1,020 examples/s best (251 ms/step, 2 CPU devices via
-cpu_devices=auto; 935 ex/s with one device), 21.5 GFLOP/step, compile 5.5 s.
-The :quick variant takes 116 s wall (idle machine). The default variant
-(1,500 pretraining steps, then 2 label budgets x 2 inits x 3 seeds of 300
-fine-tuning steps) took 24 min wall end to end (idle machine, 2026-12-01):
-test accuracy / ROC-AUC at the best-validation step, mean +- std over seeds:
-  100 labels:   SMA-pretrained 0.630 +- 0.024 / 0.652 +- 0.022,
-                scratch        0.615 +- 0.012 / 0.653 +- 0.016;
-  1,000 labels: SMA-pretrained 0.673 +- 0.012 / 0.735 +- 0.007,
-                scratch        0.665 +- 0.015 / 0.730 +- 0.019,
-                random-mask    0.667 +- 0.009 / 0.726 +- 0.007
-  (random-mask arm: the random-mask command above with
-  "--config.evals.finetune.num_labels=(1000,)"
-  "--config.evals.finetune.inits=('pretrained',)", 10 min 55 s wall).
-  SMA is the best of the three on both metrics at this budget, by less
-  than one std.
+Measured with short_ft, 1,500 pretraining steps on the 6,500 sample rows,
+1,000 labels, 3 seeds (test at best val; 2026-12-01, 2-core CPU):
+  init           accuracy         ROC-AUC
+  SMA            0.673 +- 0.012   0.735 +- 0.007
+  random mask    0.667 +- 0.009   0.726 +- 0.007
+  scratch        0.665 +- 0.015   0.730 +- 0.019
 """
 import ml_collections
 
 
+VARIANTS = ("quick", "cpu", "short_ft")
+
+
 def get_config(arg=None):
-  quick = arg == "quick"
-  if arg not in (None, "", "quick"):
-    raise ValueError(f"unknown variant {arg!r}; use ':quick' or nothing")
+  opts = {o for o in (arg or "").split(",") if o}
+  if opts - set(VARIANTS):
+    raise ValueError(f"unknown variant {arg!r}; use any of {VARIANTS} "
+                     "joined by commas (e.g. ':cpu' or ':quick'), or nothing")
+  quick, cpu = "quick" in opts, "cpu" in opts
+  # Fine-tuning: the reference recipe (run_higgs_classification.sh: lr 3e-5
+  # constant, no warm-up, 200 epochs, batch 128, wd 1e-5, dropout 0.1), or
+  # the earlier short recipe (300 steps, lr 5e-4 cosine; :quick uses it).
+  short_ft = quick or "short_ft" in opts
   c = ml_collections.ConfigDict()
   c.method = "sma"
   c.seed = 0
   c.batch_size = 128 if quick else 256
-  c.total_steps = 200 if quick else 1500
+  # :cpu: ~70 epochs of the 21,488 pretraining rows (~30 min on 2 cores).
+  c.total_steps = 200 if quick else (6000 if cpu else 1500)
   c.num_epochs = 0.0
   c.log_every = 50 if quick else 100
   c.checkpoint_every = 100 if quick else 500
@@ -75,7 +55,9 @@ def get_config(arg=None):
   c.data = dict(name="higgs", source="embedded", path="", tfds_data_dir="",
                 max_rows=0, split_seed=0, test_size=1500, val_size=1000,
                 train_pool_size=1500, feature_norm="zscore",
-                label_column="last", pretrain_split="pretrain")
+                label_column="last", pretrain_split="pretrain",
+                # + the 14,988 shipped H2O HIGGS rows, unlabelled
+                pretrain_extra="embedded", test_path="")
 
   # HIGGS model of the released config: 128-d, layer 1 + 4 self-attention
   # layers, 8 heads, widening 1, decoder 128-d with 1 head.
@@ -101,7 +83,8 @@ def get_config(arg=None):
       rho=1.0, curriculum_fraction=0.25)
 
   c.optim = dict(name="adamw", lr=1e-4 if not quick else 3e-4,
-                 schedule="cosine", warmup_steps=150 if not quick else 20,
+                 schedule="cosine",
+                 warmup_steps=20 if quick else (600 if cpu else 150),
                  warmup_fraction=0.0, end_lr=0.0, weight_decay=0.01,
                  no_decay_names=(), clip_norm=1.0, b1=0.9, b2=0.999,
                  eps=1e-8, momentum=0.9, nesterov=False)
@@ -113,11 +96,15 @@ def get_config(arg=None):
       num_labels=(1000,) if quick else (100, 1000),
       seeds=(0,) if quick else (0, 1, 2),
       inits=("pretrained", "scratch"),
-      batch_size=128, total_steps=100 if quick else 300, num_epochs=0.0,
-      eval_every=50 if quick else 100, log_every=50 if quick else 200,
+      batch_size=128,
+      total_steps=(100 if quick else 300) if short_ft else 0,
+      num_epochs=0.0 if short_ft else 200.0,
+      eval_every=50, log_every=50 if quick else 200,
       eval_batch_size=500, task="auto", verbose=True,
-      optim=dict(name="adamw", lr=5e-4, schedule="cosine", warmup_steps=0,
-                 warmup_fraction=0.1, end_lr=0.0, weight_decay=1e-5,
+      optim=dict(name="adamw", lr=5e-4 if short_ft else 3e-5,
+                 schedule="cosine" if short_ft else "constant",
+                 warmup_steps=0, warmup_fraction=0.1 if short_ft else 0.0,
+                 end_lr=0.0, weight_decay=1e-5,
                  no_decay_names=(), clip_norm=1.0, b1=0.9, b2=0.999,
                  eps=1e-8, momentum=0.9, nesterov=False),
       model_overrides={})

@@ -89,6 +89,37 @@ def _run_evals(config, method, state, workdir, writer, step) -> dict:
   return results
 
 
+def _arm_table(res: dict) -> list[str] | None:
+  """Fine-tune results (``n<N>/<init>/<metric>``) as one row per label
+  budget and metric, one column per init, and pretrained - scratch."""
+  cells = {}
+  for k, v in res.items():
+    parts = k.split("/")
+    if len(parts) != 3 or k.endswith("_std") or not parts[2].startswith(
+        "best_") or parts[2] == "best_step":
+      continue
+    cells.setdefault((parts[0], parts[2][5:]), {})[parts[1]] = (
+        v, res.get(k + "_std"))
+  if not cells:
+    return None
+  inits = sorted({i for row in cells.values() for i in row},
+                 key=lambda i: (i != "pretrained", i != "random_mask", i))
+  diff = "pretrained" in inits and "scratch" in inits
+  head = f"   {'labels':<7s}{'metric':<10s}" + "".join(
+      f"{i:>21s}" for i in inits) + (f"{'pre - scratch':>16s}" if diff else "")
+  lines = [head + "   (test at best val)"]
+  for (n, metric), row in sorted(cells.items(),
+                                 key=lambda kv: (int(kv[0][0][1:]), kv[0][1])):
+    txt = f"   {n[1:]:<7s}{metric:<10s}"
+    for i in inits:
+      m, sd = row.get(i, (float("nan"), None))
+      txt += f"{m:>12.4f}" + (f" ± {sd:.4f}" if sd is not None else " " * 9)
+    if diff and "pretrained" in row and "scratch" in row:
+      txt += f"{row['pretrained'][0] - row['scratch'][0]:>+16.4f}"
+    lines.append(txt)
+  return lines
+
+
 def format_table(pretrain: dict | None, evals: dict) -> str:
   lines = ["", "=" * 72, "summary", "=" * 72]
   if pretrain:
@@ -99,6 +130,10 @@ def format_table(pretrain: dict | None, evals: dict) -> str:
         else f"{k}={pretrain[k]}" for k in keys if k in pretrain))
   for name, res in evals.items():
     lines.append(f"-- {name}")
+    arms = _arm_table(res)
+    if arms:
+      lines.extend(arms)
+      continue
     for k in sorted(res):
       if k.endswith("_std"):
         continue
