@@ -237,3 +237,67 @@ def load_split(cfg, split: str) -> ArrayDataset:
   meta.update(skipped_smiles=len(skipped), scaffold_backend=backend,
               split_sizes={k: int(len(v)) for k, v in parts.items()})
   return ArrayDataset(dict(tokens=tokens, valid=valid, label=label), meta)
+
+
+def read_smiles_records(path: str, label_column: str = ""
+                        ) -> tuple[list[str], np.ndarray | None, str | None]:
+  """Every molecule of a user file, in order, for embedding:
+  ``(smiles, labels float64 or None, label column name or None)``.
+
+  A CSV whose header has a ``smiles`` column (MoleculeNet layout): the label
+  is ``label_column`` if given, else the first of the known task columns
+  (``p_np``, ESOL's, ``expt``) or ``label``/``y``/``target`` present; an
+  empty label cell is NaN. Otherwise one SMILES per line (first
+  whitespace-separated field; blank and ``#`` lines skipped), no labels.
+  An empty SMILES cell or a non-numeric label is a :class:`DataError`
+  naming the file and line.
+  """
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  try:
+    with open(path, encoding="utf-8", newline="") as f:
+      text = f.read()
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e})") from None
+  first = next((l for l in text.splitlines() if l.strip()), "")
+  cols = [c.strip() for c in next(csv.reader([first]))] if first else []
+  lower = [c.lower() for c in cols]
+  if "smiles" not in lower:
+    if label_column:
+      raise DataError(f"{path}:1: label column {label_column!r} needs a CSV "
+                      "with a 'smiles' header column")
+    return read_smiles_file(path), None, None
+  si = lower.index("smiles")
+  cands = ([label_column] if label_column else
+           [c for _, c, _ in TASKS.values()] + ["label", "y", "target"])
+  li = next((lower.index(c.lower()) for c in cands if c.lower() in lower),
+            None)
+  if label_column and li is None:
+    raise DataError(f"{path}:1: no {label_column!r} column in header {cols}")
+  smiles, labels = [], []
+  header = True
+  for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    if not row or all(not c.strip() for c in row):
+      continue
+    if header:  # the first non-blank row
+      header = False
+      continue
+    if len(row) <= max(si, li or 0):
+      raise DataError(f"{path}:{lineno}: expected {len(cols)} columns, found "
+                      f"{len(row)}")
+    s = row[si].strip()
+    if not s:
+      raise DataError(f"{path}:{lineno}: empty SMILES cell")
+    smiles.append(s)
+    if li is not None:
+      cell = row[li].strip()
+      try:
+        labels.append(float(cell) if cell else float("nan"))
+      except ValueError:
+        raise DataError(f"{path}:{lineno}: label {cell!r} (column "
+                        f"{cols[li]!r}) is not a number") from None
+  if not smiles:
+    raise DataError(f"{path}: no data rows")
+  if li is None:
+    return smiles, None, None
+  return smiles, np.asarray(labels, np.float64), cols[li]

@@ -245,3 +245,87 @@ def load_split(cfg, split: str) -> ArrayDataset:
   tokens, valid = tokenizer.encode(seqs, max_len)
   meta.update(tmeta)
   return ArrayDataset(dict(tokens=tokens, valid=valid, label=labels), meta)
+
+
+# ----------------------------------------------------- embedding records --
+def read_sequence_records(path: str, unknown: str = "x",
+                          label_names=None):
+  """Every sequence of a user file, in order, for embedding:
+  ``(ids, sequences, labels or None, label names or None)``.
+
+  * FASTA (``.fasta``/``.fa``/``.faa``, ``.gz`` allowed, or any file whose
+    first line starts with ``>``): ids are the record IDs; the description
+    is the label when every description is one of ``label_names`` (the
+    embedded DeepLoc layout ``>id Class``).
+  * CSV / TSV with a ``sequence`` or ``seq`` column (FLIP, TAPE): ids from
+    an ``id``/``name``/``accession`` column, else ``row<N>`` (1-based data
+    row); label from ``target``/``label``/``class``/``y``: numbers as float,
+    else class names (indexed in ``label_names`` when they are all in it,
+    else in their sorted order).
+
+  Letters are upper-cased and checked as :func:`parse_fasta` does
+  (``unknown``). Bad rows raise :class:`DataError` naming file and line.
+  """
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+      text = f.read()
+  except (UnicodeDecodeError, OSError) as e:
+    raise DataError(f"{path}: cannot read text ({type(e).__name__}: {e})"
+                    ) from None
+  stem = path[:-3] if path.endswith(".gz") else path
+  first = next((l for l in text.splitlines() if l.strip()), "")
+  if stem.lower().endswith((".fasta", ".fa", ".faa", ".fas")) or \
+      first.startswith(">"):
+    ids, descs, seqs, _ = parse_fasta(text, path, unknown)
+    labels = names = None
+    if label_names and all(d in label_names for d in descs):
+      names = list(label_names)
+      labels = np.asarray([names.index(d) for d in descs], np.int32)
+    return ids, seqs, labels, names
+  delim = "\t" if stem.lower().endswith(".tsv") else ","
+  reader = csv.reader(io.StringIO(text), delimiter=delim)
+  header = next(reader, None)
+  cols = [c.strip() for c in header] if header else []
+  lower = [c.lower() for c in cols]
+  si = next((lower.index(c) for c in ("sequence", "seq") if c in lower), None)
+  if si is None:
+    raise DataError(f"{path}:1: not FASTA and no 'sequence'/'seq' column in "
+                    f"the header {cols}")
+  ii = next((lower.index(c) for c in ("id", "name", "accession")
+             if c in lower), None)
+  li = next((lower.index(c) for c in ("target", "label", "class", "y")
+             if c in lower), None)
+  allowed = set(AMINO)
+  ids, seqs, cells = [], [], []
+  for lineno, row in enumerate(reader, start=2):
+    if not row or all(not c.strip() for c in row):
+      continue
+    if len(row) <= max(si, ii or 0, li or 0):
+      raise DataError(f"{path}:{lineno}: expected {len(cols)} columns, found "
+                      f"{len(row)}")
+    s = "".join(row[si].split()).upper().rstrip("*")
+    if not s:
+      raise DataError(f"{path}:{lineno}: empty sequence")
+    bad = [c for c in s if c not in allowed]
+    if bad and unknown == "error":
+      raise DataError(f"{path}:{lineno}: unknown residue letter {bad[0]!r}")
+    seqs.append("".join(c if c in allowed else "X" for c in s))
+    ids.append(row[ii].strip() if ii is not None else f"row{len(seqs)}")
+    if li is not None:
+      cells.append((lineno, row[li].strip()))
+  if not seqs:
+    raise DataError(f"{path}: no data rows")
+  if li is None:
+    return ids, seqs, None, None
+  try:
+    return ids, seqs, np.asarray([float(c) for _, c in cells], np.float64), None
+  except ValueError:
+    pass
+  found = sorted({c for _, c in cells})
+  names = (list(label_names) if label_names and set(found) <= set(label_names)
+           else found)
+  return ids, seqs, np.asarray([names.index(c) for _, c in cells],
+                               np.int32), names
