@@ -1,31 +1,45 @@
-"""MoleculeNet (BBBP, ESOL, FreeSolv) as SMILES bytes for SMA (name
+"""MoleculeNet and users' assay tables as SMILES bytes for SMA (name
 ``"moleculenet"``).
 
 Tokens are the byte tokenizer's ids (:mod:`maskssl.data.tokenizer`, 262
 ids). Splits:
 
-* ``pretrain``: unlabelled rows of SMILES **packed** with ``SEP`` into rows
-  of ``data.max_len`` tokens (``data.pack``; the reference's
-  ``merge_method=sep``). Source: ``data.path`` (a user file: one SMILES per
-  line -- the first whitespace-separated field is used -- or a CSV with a
-  ``smiles`` column) or, by default, the SMILES of the three embedded
-  MoleculeNet CSVs minus the val/test molecules of ``data.task``
-  (``data.pretrain_exclude_eval``, so no evaluated molecule is seen).
+* ``pretrain``: unlabelled SMILES **packed** with ``SEP`` into rows of
+  ``data.max_len`` tokens (``data.pack``; the reference's
+  ``merge_method=sep``). Source: ``data.corpus`` -- SMILES files (one per
+  line, first field; ``.smi`` / ``.txt``) or CSVs (column
+  ``data.corpus_column``, default the ``smiles`` column, any case), plain or
+  ``.gz``, comma-separated; ``data.corpus_max`` keeps a seeded sample of that
+  many SMILES (MOSES has 1.6 M) -- or, by default, the SMILES of the seven
+  embedded MoleculeNet tables. Val/test molecules of ``data.exclude_eval_of``
+  (default: ``data.task``) are removed from the corpus
+  (``data.pretrain_exclude_eval``), so no evaluated molecule is seen.
 * ``train`` / ``val`` / ``test``: one SMILES per row (truncated to
-  ``max_len - 1`` bytes + SEP), labels of ``data.task`` in {bbbp, esol,
-  freesolv}, Bemis–Murcko scaffold split 80/10/10 (deterministic,
-  :mod:`maskssl.data.scaffold`; ``data.scaffold_backend`` auto|rdkit|python).
+  ``max_len - 1`` bytes + SEP), Bemis–Murcko scaffold split 80/10/10
+  (deterministic, :mod:`maskssl.data.scaffold`; ``data.scaffold_backend``
+  auto|rdkit|python). ``data.test_path``: a separate labelled table of the
+  same layout is the test split, and the scaffold split is train/val only.
 
-SMILES whose scaffold cannot be computed (RDKit parse failures such as the
-BBBP valence errors) are counted, reported once on stdout and in
-``meta["skipped_smiles"]``, and skipped -- never a crash. Labels:
-``bbbp`` -> int32 0/1, meta task ``"binary_mse"`` (the reference's MSE on
-one logit, ``data.cls_loss="mse_quirk"``) or ``"binary"``
-(``cls_loss="bce"``); ``esol``/``freesolv`` -> float32 targets in the
-published units, meta task ``"regression"`` (scores: RMSE).
+Tasks (``data.task``): MoleculeNet ``bbbp``, ``bace`` (binary, ROC-AUC),
+``clintox`` (2 tasks), ``tox21`` (12 tasks, missing labels), multi-task
+binary scored as the mean ROC-AUC over tasks with the loss masked where a
+label is missing, and ``esol``, ``freesolv``, ``lipo`` (regression, RMSE in
+the published units). Binary labels: meta task ``"binary_mse"`` (the
+reference's MSE on one logit, ``data.cls_loss="mse_quirk"``) or
+``"binary"`` (``"bce"``); multi-task: ``"multilabel"`` (masked BCE).
+``data.path`` reads the task's table from a user file instead of the
+embedded one; with ``data.task="classification"`` or ``"regression"`` it is
+the user's own assay table: ``data.smiles_column``, ``data.label_columns``
+(comma-separated; several classification columns make a multi-task set).
 
-The CSVs ship in ``maskssl/resources/moleculenet_*.csv``; ``data.data_dir``
-reads ``<dir>/{bbbp,esol,freesolv}.csv`` instead.
+Bad rows: SMILES whose scaffold cannot be computed (RDKit parse failures such
+as the BBBP valence errors) are counted, the first few named with file and
+line on stderr and in ``meta["skipped_smiles"]``, and skipped; a row whose
+(single) label is empty is skipped and counted; a label cell that is neither
+a number nor empty is an error naming file and line.
+
+The CSVs ship in ``maskssl/resources/moleculenet_*.csv[.gz]``;
+``data.data_dir`` reads ``<dir>/<task>.csv`` instead.
 """
 from __future__ import annotations
 
@@ -44,19 +58,29 @@ from maskssl.data import tokenizer
 from maskssl.data.base import ArrayDataset, DataError
 from maskssl.config_utils import cfg_get
 
+TOX21 = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER",
+         "NR-ER-LBD", "NR-PPAR-gamma", "SR-ARE", "SR-ATAD5", "SR-HSE",
+         "SR-MMP", "SR-p53")
 TASKS = {
-    # name: (file stem, label column, kind)
-    "bbbp": ("bbbp", "p_np", "binary"),
-    "esol": ("esol", "measured log solubility in mols per litre",
+    # name: (file stem, label columns, kind)
+    "bbbp": ("bbbp", ("p_np",), "binary"),
+    "bace": ("bace", ("Class",), "binary"),
+    "clintox": ("clintox", ("FDA_APPROVED", "CT_TOX"), "multilabel"),
+    "tox21": ("tox21", TOX21, "multilabel"),
+    "esol": ("esol", ("measured log solubility in mols per litre",),
              "regression"),
-    "freesolv": ("freesolv", "expt", "regression"),
+    "freesolv": ("freesolv", ("expt",), "regression"),
+    "lipo": ("lipo", ("lipo",), "regression"),
 }
+USER_TASKS = ("classification", "regression")
 SPLITS = ("pretrain", "train", "val", "test")
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
-      name="moleculenet", task="bbbp", data_dir="", path="", max_len=128,
+      name="moleculenet", task="bbbp", data_dir="", path="", test_path="",
+      smiles_column="smiles", label_columns="", corpus="",
+      corpus_column="", corpus_max=0, exclude_eval_of=(), max_len=128,
       pack=True, pretrain_exclude_eval=True, scaffold_backend="auto",
       frac_train=0.8, frac_val=0.1, cls_loss="mse_quirk", max_pretrain=0))
   cfg.update(overrides)
@@ -67,136 +91,243 @@ _get = cfg_get
 
 
 # ---------------------------------------------------------------- readers --
+def _read_text(path: str, what: str) -> str:
+  """A UTF-8 text file, plain or ``.gz``; errors name the file."""
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file ({what})")
+  try:
+    if path.endswith(".gz"):
+      import gzip
+      with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        return f.read()
+    with open(path, encoding="utf-8", newline="") as f:
+      return f.read()
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e})") from None
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: cannot read ({e})") from None
+
+
 def _task_text(stem: str, data_dir: str) -> tuple[str, str]:
   if data_dir:
-    path = os.path.join(data_dir, f"{stem}.csv")
-    if not os.path.exists(path):
-      raise DataError(f"{path}: no such file (data.data_dir)")
-    with open(path, encoding="utf-8") as f:
-      return f.read(), path
-  ref = importlib.resources.files("maskssl") / f"resources/moleculenet_{stem}.csv"
-  return ref.read_text(encoding="utf-8"), f"<embedded moleculenet_{stem}.csv>"
+    for ext in (".csv", ".csv.gz"):
+      path = os.path.join(data_dir, stem + ext)
+      if os.path.exists(path):
+        return _read_text(path, "data.data_dir"), path
+    raise DataError(f"{os.path.join(data_dir, stem)}.csv: no such file "
+                    "(data.data_dir)")
+  root = importlib.resources.files("maskssl") / "resources"
+  for ext in (".csv", ".csv.gz"):
+    ref = root / f"moleculenet_{stem}{ext}"
+    if ref.is_file():
+      data = ref.read_bytes()
+      if ext.endswith(".gz"):
+        import gzip
+        data = gzip.decompress(data)
+      return data.decode("utf-8"), f"<embedded moleculenet_{stem}{ext}>"
+  raise DataError(f"no embedded MoleculeNet table {stem!r}")
 
 
-def read_labelled_csv(text: str, name: str, label_column: str
-                      ) -> tuple[list[str], np.ndarray]:
-  """SMILES and float labels from a CSV with a ``smiles`` column."""
+def _column(cols: list[str], want: str, name: str) -> int:
+  lower = [c.lower() for c in cols]
+  if want.lower() not in lower:
+    raise DataError(f"{name}:1: no {want!r} column in header {cols}")
+  return lower.index(want.lower())
+
+
+def read_table(text: str, name: str, label_columns, smiles_column="smiles"):
+  """``(smiles, labels (N, T) float64 with NaN = empty cell, line numbers)``
+  of a CSV with a SMILES column and ``label_columns`` (any case). A cell
+  that is neither a number nor empty is an error naming file and line."""
   reader = csv.reader(io.StringIO(text))
   header = next(reader, None)
   if not header:
     raise DataError(f"{name}: empty CSV")
   cols = [h.strip() for h in header]
-  lower = [c.lower() for c in cols]
-  if "smiles" not in lower:
-    raise DataError(f"{name}:1: no 'smiles' column in header {cols}")
-  if label_column.lower() not in lower:
-    raise DataError(f"{name}:1: no {label_column!r} column in header {cols}")
-  si, li = lower.index("smiles"), lower.index(label_column.lower())
-  smiles, labels = [], []
+  si = _column(cols, smiles_column, name)
+  lis = [_column(cols, c, name) for c in label_columns]
+  smiles, labels, lines = [], [], []
   for lineno, row in enumerate(reader, start=2):
     if not row or all(not c.strip() for c in row):
       continue
-    if len(row) <= max(si, li):
+    if len(row) <= max([si] + lis):
       raise DataError(f"{name}:{lineno}: expected {len(cols)} columns, found "
                       f"{len(row)}")
-    try:
-      y = float(row[li])
-    except ValueError:
-      raise DataError(f"{name}:{lineno}: label {row[li]!r} is not a number"
-                      ) from None
+    ys = []
+    for li in lis:
+      cell = row[li].strip()
+      try:
+        ys.append(float(cell) if cell else float("nan"))
+      except ValueError:
+        raise DataError(f"{name}:{lineno}: label {cell!r} (column "
+                        f"{cols[li]!r}) is not a number") from None
     smiles.append(row[si].strip())
-    labels.append(y)
+    labels.append(ys)
+    lines.append(lineno)
   if not smiles:
     raise DataError(f"{name}: no data rows")
-  return smiles, np.asarray(labels, np.float64)
+  return smiles, np.asarray(labels, np.float64).reshape(len(smiles), -1), lines
 
 
-def read_smiles_file(path: str) -> list[str]:
-  """User pretraining SMILES: one per line (first field), or a CSV whose
-  header has a ``smiles`` column. Blank lines and ``#`` comments are
-  skipped."""
-  if not os.path.exists(path):
-    raise DataError(f"{path}: no such file (data.path)")
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: not UTF-8 text ({e})") from None
-  lines = text.splitlines()
-  first = next((l for l in lines if l.strip()), "")
-  if "," in first and "smiles" in [c.strip().lower() for c in
-                                   next(csv.reader([first]))]:
-    cols = [c.strip().lower() for c in next(csv.reader([first]))]
-    si = cols.index("smiles")
+def read_labelled_csv(text: str, name: str, label_column: str
+                      ) -> tuple[list[str], np.ndarray]:
+  """SMILES and float labels of one column (empty cells are errors)."""
+  smiles, y, lines = read_table(text, name, (label_column,))
+  if np.isnan(y).any():
+    raise DataError(f"{name}:{lines[int(np.argmax(np.isnan(y[:, 0])))]}: "
+                    f"empty {label_column!r} label")
+  return smiles, y[:, 0]
+
+
+def read_smiles_file(path: str, column: str = "") -> list[str]:
+  """Corpus SMILES: one per line (first field; blank lines and ``#``
+  comments skipped), or a CSV whose header has ``column`` (default: a
+  ``smiles`` column, any case). ``.gz`` files are read compressed."""
+  text = _read_text(path, "data.corpus")
+  first = next((l for l in text.splitlines() if l.strip()), "")
+  cols = [c.strip() for c in next(csv.reader([first]))] if first else []
+  want = column or "smiles"
+  if want.lower() in [c.lower() for c in cols]:
+    si = _column(cols, want, path)
     out = []
     for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
       if lineno == 1 or not row or all(not c.strip() for c in row):
         continue
       if len(row) <= si:
-        raise DataError(f"{path}:{lineno}: no smiles column value")
+        raise DataError(f"{path}:{lineno}: no {want!r} column value")
       if row[si].strip():
         out.append(row[si].strip())
+  elif column:
+    raise DataError(f"{path}:1: no {column!r} column in header {cols} "
+                    "(data.corpus_column)")
   else:
-    out = [l.split()[0] for l in lines
+    out = [l.split()[0] for l in text.splitlines()
            if l.strip() and not l.lstrip().startswith("#")]
   if not out:
     raise DataError(f"{path}: no SMILES found")
   return out
 
 
-@functools.lru_cache(maxsize=16)
-def _labelled(task: str, data_dir: str, backend: str):
-  """(smiles, labels, scaffolds, skipped) of one task, unparsable dropped."""
+def _task_spec(cfg) -> tuple[str, str, tuple[str, ...], str]:
+  """``(text, name, label columns, kind)`` of the labelled table."""
+  task = _get(cfg, "task", "bbbp")
+  path = _get(cfg, "path", "")
+  cols = tuple(c.strip() for c in str(_get(cfg, "label_columns", "") or ""
+                                       ).split(",") if c.strip())
+  if task in USER_TASKS:
+    if not path or not cols:
+      raise DataError(f"data.task={task!r} (your own assay table) needs "
+                      "data.path=TABLE.csv and data.label_columns=a,b,...")
+    if task == "regression" and len(cols) > 1:
+      raise DataError("data.task='regression' takes one label column, got "
+                      f"{list(cols)}")
+    kind = "regression" if task == "regression" else (
+        "binary" if len(cols) == 1 else "multilabel")
+    return _read_text(path, "data.path"), path, cols, kind
   if task not in TASKS:
-    raise DataError(f"data.task must be one of {sorted(TASKS)}, got {task!r}")
-  stem, col, _ = TASKS[task]
-  text, name = _task_text(stem, data_dir)
-  smiles, labels = read_labelled_csv(text, name, col)
+    raise DataError(f"data.task must be one of {sorted(TASKS)} or "
+                    f"{list(USER_TASKS)}, got {task!r}")
+  stem, task_cols, kind = TASKS[task]
+  if path:
+    return _read_text(path, "data.path"), path, cols or task_cols, kind
+  return (*_task_text(stem, _get(cfg, "data_dir", "")), cols or task_cols,
+          kind)
+
+
+def _report_skipped(name, what, items, total):
+  if items:
+    first = ", ".join(f"line {l}: {s!r}" for l, s in items[:3])
+    print(f"[moleculenet] {name}: skipped {len(items)} of {total} rows "
+          f"{what} (first: {first})", file=sys.stderr, flush=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(text: str, name: str, cols: tuple, kind: str, smiles_column: str,
+            backend: str):
+  """(smiles, labels, scaffolds, skipped, backend) of a table; rows whose
+  SMILES cannot be parsed, or whose single label is empty, are dropped."""
+  smiles, labels, lines = read_table(text, name, cols, smiles_column)
   try:
     backend = scaffold_lib.resolve_backend(backend)
   except (ImportError, ValueError) as e:
     raise DataError(str(e)) from e
-  keep, scafs, skipped = [], [], []
+  keep, scafs, skipped, unlabelled = [], [], [], []
   for i, s in enumerate(smiles):
-    sc = scaffold_lib.scaffold(s, backend)
+    if kind != "multilabel" and np.isnan(labels[i, 0]):
+      unlabelled.append((lines[i], s))
+      continue
+    if kind == "multilabel" and np.isnan(labels[i]).all():
+      unlabelled.append((lines[i], s))
+      continue
+    sc = scaffold_lib.scaffold(s, backend) if s else None
     if sc is None:
-      skipped.append(s)
+      skipped.append((lines[i], s))
     else:
       keep.append(i)
       scafs.append(sc)
-  if skipped:
-    print(f"[moleculenet] {name}: skipped {len(skipped)} of {len(smiles)} "
-          f"SMILES that the {backend} scaffold back end cannot parse "
-          f"(first: {skipped[0]!r})", file=sys.stderr, flush=True)
-  return ([smiles[i] for i in keep], labels[keep], tuple(scafs),
-          tuple(skipped), backend)
+  _report_skipped(name, f"whose SMILES the {backend} scaffold back end "
+                  "cannot parse", skipped, len(smiles))
+  _report_skipped(name, "without a label", unlabelled, len(smiles))
+  y = labels[keep] if kind == "multilabel" else labels[keep, 0]
+  return ([smiles[i] for i in keep], y, tuple(scafs),
+          tuple(s for _, s in skipped), backend)
+
+
+def _labelled(cfg, test: bool = False):
+  text, name, cols, kind = _task_spec(cfg)
+  if test:
+    path = _get(cfg, "test_path", "")
+    text, name = _read_text(path, "data.test_path"), path
+  return _parsed(text, name, cols, kind, _get(cfg, "smiles_column", "smiles"),
+                 _get(cfg, "scaffold_backend", "auto")), kind
 
 
 def _split_idx(cfg):
-  task = _get(cfg, "task", "bbbp")
-  smiles, labels, scafs, skipped, backend = _labelled(
-      task, _get(cfg, "data_dir", ""), _get(cfg, "scaffold_backend", "auto"))
-  parts = scaffold_lib.scaffold_split(scafs, float(_get(cfg, "frac_train", 0.8)),
-                                      float(_get(cfg, "frac_val", 0.1)))
+  (smiles, labels, scafs, skipped, backend), _ = _labelled(cfg)
+  ft, fv = float(_get(cfg, "frac_train", 0.8)), float(_get(cfg, "frac_val",
+                                                           0.1))
+  if _get(cfg, "test_path", ""):  # own test file: split train/val only
+    ft, fv = ft / (ft + fv), fv / (ft + fv)
+  parts = scaffold_lib.scaffold_split(scafs, ft, fv)
   return smiles, labels, parts, skipped, backend
 
 
-def _pretrain_smiles(cfg) -> list[str]:
-  path = _get(cfg, "path", "")
-  if path:
-    return read_smiles_file(path)
-  data_dir = _get(cfg, "data_dir", "")
-  exclude = set()
-  if _get(cfg, "pretrain_exclude_eval", True):
-    smiles, _, parts, _, _ = _split_idx(cfg)
-    exclude = {smiles[i] for s in ("val", "test") for i in parts[s]}
-  out = []
-  for task in TASKS:
-    stem, col, _ = TASKS[task]
-    text, name = _task_text(stem, data_dir)
-    out += [s for s in read_labelled_csv(text, name, col)[0]
-            if s not in exclude]
+def _eval_smiles(cfg) -> set[str]:
+  """Val/test molecules of ``data.exclude_eval_of`` (default data.task)."""
+  tasks = tuple(_get(cfg, "exclude_eval_of", ()) or ()) or (
+      _get(cfg, "task", "bbbp"),)
+  out = set()
+  for task in tasks:
+    sub = ml_collections.ConfigDict(dict(cfg))
+    if task != _get(cfg, "task", "bbbp"):
+      sub.task, sub.path, sub.label_columns = task, "", ""
+    smiles, _, parts, _, _ = _split_idx(sub)
+    out |= {smiles[i] for s in ("val", "test") for i in parts.get(s, ())}
+    if _get(sub, "test_path", ""):
+      out |= set(_labelled(sub, test=True)[0][0])
   return out
+
+
+def _pretrain_smiles(cfg) -> list[str]:
+  corpus = _get(cfg, "corpus", "")
+  if corpus:
+    smiles = []
+    for path in (p.strip() for p in corpus.split(",") if p.strip()):
+      smiles += read_smiles_file(path, _get(cfg, "corpus_column", ""))
+  else:
+    smiles = []
+    for stem, cols, _ in TASKS.values():
+      text, name = _task_text(stem, _get(cfg, "data_dir", ""))
+      smiles += read_table(text, name, ())[0]
+  limit = int(_get(cfg, "corpus_max", 0) or 0)
+  if limit and limit < len(smiles):  # seeded sample, file order kept
+    pick = np.sort(np.random.default_rng(0).choice(len(smiles), limit,
+                                                   replace=False))
+    smiles = [smiles[i] for i in pick]
+  if _get(cfg, "pretrain_exclude_eval", True):
+    exclude = _eval_smiles(cfg)
+    smiles = [s for s in smiles if s not in exclude]
+  return smiles
 
 
 def load_split(cfg, split: str) -> ArrayDataset:
@@ -218,11 +349,17 @@ def load_split(cfg, split: str) -> ArrayDataset:
     meta.update(num_smiles=len(smiles), packed=bool(_get(cfg, "pack", True)))
     return ArrayDataset(dict(tokens=tokens, valid=valid), meta)
   smiles, labels, parts, skipped, backend = _split_idx(cfg)
-  idx = parts[split]
+  _, kind = _labelled(cfg)
+  if split == "test" and _get(cfg, "test_path", ""):
+    (smiles, labels, _, skipped_t, _), _ = _labelled(cfg, test=True)
+    idx = np.arange(len(smiles))
+    skipped = tuple(skipped) + tuple(skipped_t)
+  else:
+    idx = parts[split]
   if split == "train":   # a seeded order: "first N labels" is not biased
     idx = idx[np.random.default_rng(0).permutation(len(idx))]
   tokens, valid = tokenizer.encode([smiles[i] for i in idx], max_len)
-  kind = TASKS[task][2]
+  _, cols, _ = (None, *_task_spec(cfg)[2:3], None)
   if kind == "binary":
     loss = _get(cfg, "cls_loss", "mse_quirk")
     if loss not in ("mse_quirk", "bce"):
@@ -231,6 +368,10 @@ def load_split(cfg, split: str) -> ArrayDataset:
     label = labels[idx].astype(np.int32)
     meta.update(task="binary_mse" if loss == "mse_quirk" else "binary",
                 num_classes=2)
+  elif kind == "multilabel":  # NaN = missing label, masked in loss/metric
+    label = labels[idx].astype(np.float32)
+    meta.update(task="multilabel", num_classes=label.shape[1],
+                label_names=list(cols))
   else:
     label = labels[idx].astype(np.float32)
     meta.update(task="regression", num_classes=1)
@@ -269,7 +410,8 @@ def read_smiles_records(path: str, label_column: str = ""
     return read_smiles_file(path), None, None
   si = lower.index("smiles")
   cands = ([label_column] if label_column else
-           [c for _, c, _ in TASKS.values()] + ["label", "y", "target"])
+           [c for _, cs, _ in TASKS.values() for c in cs] +
+           ["label", "y", "target"])
   li = next((lower.index(c.lower()) for c in cands if c.lower() in lower),
             None)
   if label_column and li is None:

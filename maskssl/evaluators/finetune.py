@@ -41,7 +41,7 @@ from maskssl.methods.supervised import Supervised, num_outputs_for
 
 def _selection_key(task: str) -> tuple[str, float]:
   """(metric, sign) used to pick the best validation step."""
-  if task in ("binary", "binary_mse"):
+  if task in ("binary", "binary_mse", "multilabel"):
     return "auc", 1.0
   if task == "multiclass":
     return "accuracy", 1.0

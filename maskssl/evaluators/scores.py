@@ -55,9 +55,29 @@ def task_scores(task: str, labels, outputs) -> dict[str, float]:
                 auc=roc_auc(labels, outputs))
   if task == "multiclass":
     return dict(accuracy=accuracy(labels, outputs.argmax(-1)))
+  if task == "multilabel":
+    return multilabel_scores(labels, outputs)
   if task == "regression":
     return dict(rmse=rmse(labels, outputs), spearman=spearman(labels, outputs))
   raise ValueError(f"unknown task {task!r}")
+
+
+def multilabel_scores(labels, probs) -> dict[str, float]:
+  """MoleculeNet multi-task protocol: ROC-AUC per task over the labels
+  present (NaN = missing), averaged over the tasks whose split has both
+  classes; accuracy over every present label."""
+  labels = np.asarray(labels, np.float64)
+  probs = np.asarray(probs, np.float64)
+  aucs = []
+  for t in range(labels.shape[1]):
+    m = ~np.isnan(labels[:, t])
+    y = labels[m, t]
+    if len(np.unique(y)) == 2:
+      aucs.append(roc_auc(y, probs[m, t]))
+  present = ~np.isnan(labels)
+  acc = np.mean((probs[present] >= 0.5) == (labels[present] == 1))
+  return dict(auc=float(np.mean(aucs)) if aucs else float("nan"),
+              accuracy=float(acc), tasks_scored=float(len(aucs)))
 
 
 def mean_std(values) -> tuple[float, float]:

@@ -4,7 +4,9 @@ NaN guard as pretraining).
 
 Tasks: ``binary`` (one logit, BCE-with-logits), ``multiclass`` (CE),
 ``regression`` (MSE on one output), ``binary_mse`` (the SMA chemistry quirk:
-MSE on one logit, scored with sigmoid).
+MSE on one logit, scored with sigmoid), ``multilabel`` (one logit per binary
+task, BCE averaged over the labels present: NaN labels are missing and
+masked, as MoleculeNet's Tox21 / ClinTox protocol does).
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ import optax
 
 from maskssl.methods.base import Method, gradient_step, optax_state
 
-TASKS = ("binary", "multiclass", "regression", "binary_mse")
+TASKS = ("binary", "multiclass", "regression", "binary_mse", "multilabel")
 
 
 def num_outputs_for(task: str, num_classes: int) -> int:
-  return num_classes if task == "multiclass" else 1
+  """Output width: classes (multiclass), tasks (multilabel), else one."""
+  return num_classes if task in ("multiclass", "multilabel") else 1
 
 
 def supervised_loss(task: str, out: jax.Array, label: jax.Array):
@@ -33,6 +36,12 @@ def supervised_loss(task: str, out: jax.Array, label: jax.Array):
         out, label.astype(jnp.int32)).mean()
   if task in ("regression", "binary_mse"):
     return jnp.mean((out[:, 0] - label.astype(jnp.float32)) ** 2)
+  if task == "multilabel":
+    label = label.astype(jnp.float32)
+    present = ~jnp.isnan(label)
+    ce = optax.sigmoid_binary_cross_entropy(out, jnp.where(present, label, 0))
+    return jnp.sum(jnp.where(present, ce, 0.0)) / jnp.maximum(
+        present.sum(), 1)
   raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
 
 
@@ -101,4 +110,6 @@ class Supervised(Method):
       return jax.nn.sigmoid(out[:, 0]) if self.task == "binary" else out[:, 0]
     if self.task == "multiclass":
       return jax.nn.softmax(out, -1)
+    if self.task == "multilabel":
+      return jax.nn.sigmoid(out)
     return out[:, 0]
