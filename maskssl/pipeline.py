@@ -113,7 +113,8 @@ def _arm_table(res: dict) -> list[str] | None:
     txt = f"   {n[1:]:<7s}{metric:<10s}"
     for i in inits:
       m, sd = row.get(i, (float("nan"), None))
-      txt += f"{m:>12.4f}" + (f" ± {sd:.4f}" if sd is not None else " " * 9)
+      cell = f"{m:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+      txt += f"{cell:>21s}"
     if diff and "pretrained" in row and "scratch" in row:
       txt += f"{row['pretrained'][0] - row['scratch'][0]:>+16.4f}"
     lines.append(txt)
