@@ -19,14 +19,15 @@ from maskssl import metrics as metrics_lib
 from maskssl import parallel
 from maskssl import train as train_lib
 from maskssl.config_utils import ConfigError
-from maskssl.data import load_split
+from maskssl.data import load_source
 from maskssl.data.base import DataError
+from maskssl.data.grain_source import InputWorkerError
 from maskssl.evaluators import get_evaluator
 from maskssl.methods import get_method
 from maskssl.train import Interrupted  # noqa: F401  (re-exported)
 
 UserError = (DataError, ConfigError, ckpt_lib.CheckpointError,
-             metrics_lib.NonFiniteError)
+             metrics_lib.NonFiniteError, InputWorkerError)
 
 
 def _check_workdir(workdir: str):
@@ -125,7 +126,7 @@ def format_table(pretrain: dict | None, evals: dict) -> str:
   lines = ["", "=" * 72, "summary", "=" * 72]
   if pretrain:
     keys = ("final_step", "loss", "steps_per_sec", "init_and_compile_s",
-            "wall_s")
+            "data_wait_share", "wall_s")
     lines.append("pretraining: " + "  ".join(
         f"{k}={pretrain[k]:.4g}" if isinstance(pretrain[k], float)
         else f"{k}={pretrain[k]}" for k in keys if k in pretrain))
@@ -157,8 +158,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   method, mesh = _validate(config)
   _check_workdir(workdir)
   _print_devices(mesh)
-  dataset = load_split(config.data, config.data.get("pretrain_split",
-                                                    "pretrain"))
+  # file-backed (read by the grain loader) when the data module has a
+  # source for it, else in memory
+  dataset = load_source(config.data, config.data.get("pretrain_split",
+                                                     "pretrain"))
   if not int(config.get("total_steps", 0) or 0) and float(
       config.get("num_epochs", 0) or 0) > 0:
     # Methods size their schedules from config.total_steps: resolve epochs.
@@ -200,8 +203,8 @@ def restore_state(config, workdir: str, step: int | None = None):
     raise ckpt_lib.CheckpointError(
         f"no checkpoints directory in {workdir!r}; train first, or pass the "
         "--workdir of a finished run")
-  dataset = load_split(config.data, config.data.get("pretrain_split",
-                                                    "pretrain"))
+  dataset = load_source(config.data, config.data.get("pretrain_split",
+                                                     "pretrain"))
   lc = train_lib.loop_config(config, len(dataset))
   if not int(config.get("total_steps", 0) or 0):
     config = _with_total_steps(config, lc.total_steps)

@@ -10,6 +10,10 @@
   ``fold_in(rng, state["step"])`` so randomness depends only on (seed, step);
 * data order is a pure function of (seed, step) (:mod:`maskssl.data.base`),
   so an interrupted and resumed run is bit-identical to an uninterrupted one;
+  batches come from the grain loader (:mod:`maskssl.data.grain_source`):
+  each process reads only its slice, the next batches are prepared in the
+  background while the current step runs, and the time the loop waits for
+  data is logged (``data_wait_s``, ``data_wait_share`` of the wall time);
 * metrics stay on device between log steps (no per-step host sync); at each
   log step they are fetched, checked for NaN/Inf (naming the first bad
   step), written as JSON lines and shown as a progress line;
@@ -33,7 +37,8 @@ from maskssl import checkpoint as ckpt_lib
 from maskssl import distributed
 from maskssl import metrics as metrics_lib
 from maskssl import parallel
-from maskssl.data.base import ArrayDataset, batch_indices, host_slice
+from maskssl.data import grain_source
+from maskssl.data.base import ArrayDataset, DataError, batch_indices
 from maskssl.data.base import steps_per_epoch
 
 
@@ -64,6 +69,9 @@ class LoopConfig:
   # multi-process only: every N steps all processes agree (one tiny
   # all-gather) whether any of them got SIGTERM, so they save together.
   stop_check_every: int = 1
+  # input pipeline (config.data.threads / prefetch / workers / bad_records)
+  data: grain_source.LoaderOptions = dataclasses.field(
+      default_factory=grain_source.LoaderOptions)
 
 
 def loop_config(config, dataset_size: int, stage: str = "pretrain",
@@ -86,16 +94,22 @@ def loop_config(config, dataset_size: int, stage: str = "pretrain",
             fsdp=bool(par.get("fsdp", False)),
             fsdp_min_size=int(par.get("fsdp_min_size", 2 ** 14)),
             stop_check_every=int(config.get("stop_check_every", 1) or 1),
+            data=grain_source.loader_options(config.get("data", None)),
             stage=stage)
   kw.update(overrides)
   return LoopConfig(**kw)
 
 
-def example_batch(dataset: ArrayDataset, lc: LoopConfig) -> dict:
+def example_batch(dataset, lc: LoopConfig) -> dict:
   """The whole (global) step-0 batch, identical on every process, used for
-  init shapes: so the initial state does not depend on the process count."""
+  init shapes: so the initial state does not depend on the process count.
+  ``dataset``: an ArrayDataset or a grain source."""
   idx = batch_indices(len(dataset), lc.batch_size, 0, lc.seed)
-  return dataset.batch(idx)
+  if isinstance(dataset, ArrayDataset):
+    return dataset.batch(idx)
+  batch = grain_source.read_records(dataset, idx, lc.data.bad_records)
+  batch.pop(grain_source.BAD_KEY, None)
+  return batch
 
 
 def init_state(method, batch: dict, lc: LoopConfig, mesh) -> tuple[Any, Any]:
@@ -141,8 +155,10 @@ def make_step_fn(method, seed: int, shardings, mesh, train_step=None):
                  out_shardings=(shardings, parallel.replicated(mesh)))
 
 
-def _flush(pending, writer, progress, lc, last_ckpt, ckpt_dir, lr_fn):
-  """Fetch pending per-step metrics, NaN-check each, log the newest."""
+def _flush(pending, writer, progress, lc, last_ckpt, ckpt_dir, lr_fn,
+           data_stats=None):
+  """Fetch pending per-step metrics, NaN-check each, log the newest (with
+  the input pipeline's numbers since the last flush)."""
   if not pending:
     return None
   host = jax.device_get(pending)
@@ -155,16 +171,65 @@ def _flush(pending, writer, progress, lc, last_ckpt, ckpt_dir, lr_fn):
   if lr_fn is not None:
     m["lr"] = float(lr_fn(step - 1))
   m["steps_per_sec"] = progress.rate(step)
+  if data_stats is not None:
+    m.update(data_stats.interval())
   writer.write(step, m, stage=lc.stage)
   progress.report(step, m)
   pending.clear()
   return m
 
 
-def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
+class _DataStats:
+  """Time the loop spends waiting for its next batch (reading, decoding,
+  host->device), as seconds and as a share of the wall time."""
+
+  def __init__(self):
+    self.t_mark = time.perf_counter()
+    self.wait = 0.0           # since the last interval()
+    self.total_wait = self.total_wall = 0.0
+    self.first_batch_s = None
+    self.skipped = 0
+    self.steady = False       # after the first (compiling) step
+
+  def add(self, seconds: float):
+    if self.first_batch_s is None:
+      self.first_batch_s = seconds
+    self.wait += seconds
+
+  def start_steady(self):
+    self.steady = True
+    self.t_mark = time.perf_counter()
+    self.wait = 0.0
+
+  def interval(self) -> dict:
+    now = time.perf_counter()
+    wall = max(now - self.t_mark, 1e-9)
+    out = dict(data_wait_s=round(self.wait, 6),
+               data_wait_share=round(min(1.0, self.wait / wall), 6))
+    if self.steady:
+      self.total_wait += self.wait
+      self.total_wall += wall
+    if self.skipped:
+      out["data_skipped"] = self.skipped
+    self.t_mark, self.wait = now, 0.0
+    return out
+
+  def summary(self) -> dict:
+    share = self.total_wait / self.total_wall if self.total_wall else 0.0
+    return dict(data_wait_s=round(self.total_wait, 4),
+                data_wait_share=round(share, 6),
+                first_batch_s=round(self.first_batch_s or 0.0, 4),
+                data_skipped=self.skipped)
+
+
+def train_loop(method, dataset, lc: LoopConfig, workdir: str,
                mesh=None, run_meta: dict | None = None, lr_fn=None,
                hooks=()):
   """Train ``method`` on ``dataset``; resumes from ``workdir`` if possible.
+
+  ``dataset``: an in-memory :class:`ArrayDataset` or a random-access source
+  (:mod:`maskssl.data.grain_source`); batches are read by the grain loader
+  with the (seed, step) order either way.
 
   ``hooks`` is a sequence of ``(every, fn)``; ``fn(step, state) -> dict``
   runs every ``every`` steps and at the end (e.g. validation), its result is
@@ -176,20 +241,20 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
   NaN/Inf (keeping the last good checkpoint)."""
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch_size(lc.batch_size, mesh)
-  spe = steps_per_epoch(len(dataset), lc.batch_size)
+  source = grain_source.as_source(dataset)
+  spe = steps_per_epoch(len(source), lc.batch_size)
   is_main = jax.process_index() == 0
   ckpt_dir = os.path.join(workdir, "checkpoints")
   checkpointer = ckpt_lib.Checkpointer(ckpt_dir, lc.keep_checkpoints,
                                        lc.async_checkpoints)
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
-  sl = host_slice(lc.batch_size, jax.process_index(), jax.process_count())
-
-  def host_batch(step):
-    return dataset.batch(batch_indices(len(dataset), lc.batch_size, step,
-                                       lc.seed)[sl])
+  # this process's slice of each global batch, (seed, step)-ordered
+  loader = grain_source.BatchLoader(
+      source, lc.batch_size, lc.seed, lc.total_steps, jax.process_index(),
+      jax.process_count(), lc.data)
 
   t_init = time.perf_counter()
-  first = example_batch(dataset, lc)
+  first = loader.global_batch(0)
   multi = jax.process_count() > 1
   latest = checkpointer.latest_step()
   if latest is not None:
@@ -199,6 +264,12 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
     if lc.verbose and is_main:
       print(f"[{lc.stage}] resuming from checkpoint step {start} in "
             f"{ckpt_dir}", flush=True)
+    saved_n = (meta or {}).get("num_examples")
+    if saved_n is not None and int(saved_n) != len(source):
+      logging.warning(
+          "[%s] the checkpoint was written with %d training examples, the "
+          "data now has %d: the resumed batches differ from the "
+          "uninterrupted run's", lc.stage, int(saved_n), len(source))
   else:
     state, shardings = init_state(method, first, lc, mesh)
     start = 0
@@ -206,7 +277,9 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
   step_fn = make_step_fn(method, lc.seed, shardings, mesh)
   meta = dict(run_meta or {}, stage=lc.stage, steps_per_epoch=spe,
               total_steps=lc.total_steps, batch_size=lc.batch_size,
-              seed=lc.seed)
+              seed=lc.seed, num_examples=len(source),
+              data_loader="grain: (seed, step) order, the step is the whole "
+              "iterator state")
   progress = metrics_lib.Progress(lc.total_steps, start, lc.stage,
                                   enabled=lc.verbose and is_main)
   pending: list = []
@@ -214,11 +287,28 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
   last_metrics = None
   t_compile = None
   hook_results: list = []
+  data_stats = _DataStats()
+  batches = None
   try:
     with ckpt_lib.StopSignal() as stop:
       step = start
+      batches = loader.iterate(start)
       while step < lc.total_steps:
-        batch = parallel.global_batch(host_batch(step), mesh)
+        t0 = time.perf_counter()
+        try:
+          batch = parallel.global_batch(next(batches), mesh)
+        except (grain_source.InputWorkerError, DataError) as e:
+          raise type(e)(f"{e}. Training stopped before step {step + 1}; "
+                        + (f"the last checkpoint (step {last_ckpt}) is kept "
+                           f"in {ckpt_dir}" if last_ckpt is not None else
+                           "no checkpoint had been written yet")) from e
+        data_stats.add(time.perf_counter() - t0)
+        skipped = batches.take_skipped()
+        if skipped:
+          data_stats.skipped += len(skipped)
+          for msg in skipped:
+            logging.warning("[%s] step %d: skipped bad record %s (%d so far)",
+                            lc.stage, step + 1, msg, data_stats.skipped)
         state, m = step_fn(state, batch)
         step += 1
         pending.append((step, m))
@@ -244,7 +334,9 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
         save = done or step % lc.checkpoint_every == 0 or bool(requested)
         if save or step % lc.log_every == 0 or step == start + 1:
           last_metrics = _flush(pending, writer, progress, lc, last_ckpt,
-                                ckpt_dir, lr_fn) or last_metrics
+                                ckpt_dir, lr_fn, data_stats) or last_metrics
+          if not data_stats.steady:
+            data_stats.start_steady()
         if save:
           checkpointer.save(step, state, meta, force=True)
           last_ckpt = step
@@ -253,12 +345,15 @@ def train_loop(method, dataset: ArrayDataset, lc: LoopConfig, workdir: str,
           raise Interrupted(requested, step, ckpt_dir)
     checkpointer.wait()
   finally:
+    if batches is not None:
+      batches.close()
     checkpointer.close()
     writer.close()
   summary = dict(last_metrics or {}, final_step=int(lc.total_steps),
                  start_step=start,
                  init_and_compile_s=round(t_compile or 0.0, 3),
                  hook_results=hook_results)
+  summary.update(data_stats.summary())
   return state, summary
 
 

@@ -1,7 +1,9 @@
-"""In-memory array datasets with a deterministic, resumable batch order.
+"""Array datasets with a deterministic, resumable batch order.
 
-Every split the library trains on is an :class:`ArrayDataset`: a dict of
-equal-length numpy arrays (host memory) plus metadata. The batch used at
+Small splits are an :class:`ArrayDataset`: a dict of equal-length numpy
+arrays (host memory) plus metadata; large ones are random-access sources
+read by the grain loader (:mod:`maskssl.data.grain_source`) with the same
+order. The batch used at
 global step ``t`` is a pure function of ``(seed, t)``: epoch ``e = t //
 steps_per_epoch`` is a permutation drawn from ``numpy.random.default_rng
 ([seed, e])`` and step ``t`` takes its ``t % steps_per_epoch``-th slice. So a
@@ -53,12 +55,19 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   return num_examples // batch_size
 
 
+def epoch_permutation(num_examples: int, seed: int, epoch: int
+                      ) -> np.ndarray:
+  """The example order of ``epoch`` (the one rule every loader uses)."""
+  return np.random.default_rng([int(seed), int(epoch)]).permutation(
+      num_examples)
+
+
 def batch_indices(num_examples: int, batch_size: int, step: int,
                   seed: int) -> np.ndarray:
   """Indices of the global batch at ``step`` (deterministic in seed, step)."""
   spe = steps_per_epoch(num_examples, batch_size)
   epoch, pos = divmod(int(step), spe)
-  perm = np.random.default_rng([int(seed), epoch]).permutation(num_examples)
+  perm = epoch_permutation(num_examples, seed, epoch)
   return perm[pos * batch_size:(pos + 1) * batch_size]
 
 

@@ -18,6 +18,19 @@
   as the test split, deterministic in ``data.split_seed``).
 * ``"folder"``: ``data.path`` with ``train/<class>/*.png`` and
   ``test/<class>/*.png`` (readers in :mod:`maskssl.data.images`).
+* ``"tar"``: ``data.path`` to an uncompressed tar of JPEG/PNG files
+  ``[train|test/]<class>/name.jpg`` (e.g. ``../shared/data/cifar10_full/
+  train.tar``); without a ``test/`` folder ``data.test_size`` images are
+  held out as the test split (as for a single ``.npz`` set).
+* ``"array_record"``: ``data.path`` to shards written by ``python -m
+  maskssl.data.convert`` from such a folder or tar (same images, same
+  order, same batches).
+
+A ``data.path`` picks its source by itself (folder, ``.tar``, converted
+directory, ``.npz``). The pretraining split of folder / tar / ArrayRecord /
+TFDS data is read by the grain loader from the files, decoding each batch
+when it is needed (:func:`load_source`; ``data.in_memory=True`` loads it
+whole instead); the evaluation splits are loaded into memory.
 
 Splits: ``pretrain`` (all training images; labels kept but unused),
 ``train`` (labelled training images: kNN bank / probe training set),
@@ -35,6 +48,7 @@ import os
 import ml_collections
 import numpy as np
 
+from maskssl.data import records
 from maskssl.data.base import ArrayDataset, DataError, split_indices
 from maskssl.config_utils import cfg_get
 
@@ -128,13 +142,97 @@ def _folder(path: str):
   return tr_x, tr_y, te_x, te_y, names
 
 
-def load_arrays(cfg):
-  """(train_images, train_labels, test_images, test_labels, label_names)."""
+def _resolve_source(cfg) -> tuple[str, str]:
   source = _get(cfg, "source", "embedded")
   path = _get(cfg, "path", "")
-  names = LABEL_NAMES
   if source == "embedded" and path:
-    source = "folder" if os.path.isdir(path) else "npz"
+    if os.path.isdir(path):
+      source = "array_record" if records.is_records_dir(path) else "folder"
+    elif path.lower().endswith(".tar"):
+      source = "tar"
+    else:
+      source = "npz"
+  return source, path
+
+
+def _file_sources(cfg, source: str, path: str):
+  """(train, test) record sources of image ``image`` / ``label`` records,
+  and the class names, for folder / tar / array_record / tfds data."""
+  if source in ("folder", "tar", "array_record") and not path:
+    raise DataError(f"data.source={source!r} needs data.path")
+  test = None
+  if source == "tfds":
+    name = _get(cfg, "tfds_name", "cifar10")
+    data_dir = _get(cfg, "tfds_data_dir", "")
+    train = records.TfdsSource(name, "train", data_dir)
+    test = records.TfdsSource(name, "test", data_dir)
+    names = LABEL_NAMES
+  elif source == "folder":
+    train = records.ImageFiles(os.path.join(path, "train"))
+    names = train.class_names
+    test = records.ImageFiles(os.path.join(path, "test"), class_names=names)
+  elif source == "tar":
+    probe = records.ImageFiles(path, class_names=LABEL_NAMES)
+    if "train" in probe.splits:
+      train = records.ImageFiles(path, "train", class_names=LABEL_NAMES)
+      if "test" in probe.splits:
+        test = records.ImageFiles(path, "test", class_names=train.class_names)
+    else:
+      train = probe
+    names = train.class_names
+  elif source == "array_record":
+    meta = records.read_records_meta(path)
+    splits = meta.get("splits", {})
+    train = records.ArrayRecordSource(path, "train" if "train" in splits
+                                      else None)
+    if "test" in splits:
+      test = records.ArrayRecordSource(path, "test")
+    names = tuple(meta.get("label_names") or LABEL_NAMES)
+  else:
+    raise DataError(f"unknown data.source {source!r}; use embedded, tfds, "
+                    "npz, folder, tar or array_record")
+  train = records.Mapped(train, records.image_label)
+  if test is None:  # one set: hold out data.test_size (as for an .npz)
+    n, test_size = len(train), int(_get(cfg, "test_size", 1000))
+    if test_size <= 0 or test_size >= n:
+      raise DataError(f"{path}: a single set of {n} images needs 0 < "
+                      f"data.test_size < {n}")
+    idx = split_indices(n, {"test": test_size / n},
+                        int(_get(cfg, "split_seed", 0)))["test"]
+    rest = np.setdiff1d(np.arange(n), idx)
+    train, test = records.Subset(train, rest), records.Subset(train, idx)
+  else:
+    test = records.Mapped(test, records.image_label)
+  return train, test, tuple(names)
+
+
+def load_source(data_config, split: str):
+  """The pretraining split of folder / tar / ArrayRecord / TFDS data as a
+  file-backed source (None: use :func:`load_split`, in memory)."""
+  source, path = _resolve_source(data_config)
+  if split != "pretrain" or source in ("embedded", "npz") or not \
+      records.file_backed(data_config, auto=True):
+    return None
+  train, _, names = _file_sources(data_config, source, path)
+  max_train = int(_get(data_config, "max_train", 0) or 0)
+  if max_train:
+    train = records.Subset(train, np.arange(min(max_train, len(train))))
+  size = int(train[0]["image"].shape[0])
+  train.meta = dict(num_classes=len(names), label_names=list(names),
+                    image_size=size, source=source, task="multiclass",
+                    split=split, file_backed=True)
+  return train
+
+
+def load_arrays(cfg):
+  """(train_images, train_labels, test_images, test_labels, label_names)."""
+  source, path = _resolve_source(cfg)
+  names = LABEL_NAMES
+  if source in ("tar", "array_record"):
+    train, test, names = _file_sources(cfg, source, path)
+    tr = records.read_all(train, path)
+    te = records.read_all(test, path)
+    return (tr["image"], tr["label"], te["image"], te["label"], names)
   if source == "embedded":
     tr_x, tr_y, te_x, te_y = _embedded()
   elif source == "tfds":
@@ -151,7 +249,7 @@ def load_arrays(cfg):
     tr_x, tr_y, te_x, te_y, names = _folder(path)
   else:
     raise DataError(f"unknown data.source {source!r}; use embedded, tfds, "
-                    "npz or folder")
+                    "npz, folder, tar or array_record")
   return tr_x, tr_y, te_x, te_y, tuple(names)
 
 

@@ -4,7 +4,9 @@
 
 * ``source``: "auto" (default: ``path`` if set, else the embedded sample),
   "embedded", "tfds", "path".
-* ``path``: an image folder or an ``.npz``. Layouts:
+* ``path``: an image folder, an uncompressed ``.tar`` of the same layout
+  (e.g. ``../shared/data/pcam_10k/train.tar``), a directory written by
+  ``python -m maskssl.data.convert``, or an ``.npz``. Layouts:
   - folder with split sub-folders ``root/{train,val|valid,test}/<class>/*``
     (and optionally ``root/pretrain/...``), or a plain ``root/<class>/*``
     that is split here (``test_fraction``);
@@ -15,6 +17,10 @@
   there is no val split; ``test_fraction`` (0.2) likewise for unsplit data.
 * ``max_examples``: cap per split (0 = all), mostly for TFDS.
 * ``tfds_data_dir``: TFDS data directory.
+
+The pretraining split of folder / tar / converted / TFDS data is read by
+the grain loader from the files (:func:`load_source`; ``data.in_memory=
+True`` loads it whole); the other splits are loaded into memory.
 
 Splits: "pretrain" = the whole train split (labels kept but unused), "train",
 "val", "test". Images are uint8 NHWC under key "image", labels int32 under
@@ -31,6 +37,7 @@ import os
 import numpy as np
 
 from maskssl.data import images as images_lib
+from maskssl.data import records
 from maskssl.data.base import ArrayDataset, DataError
 from maskssl.config_utils import cfg_get
 
@@ -177,8 +184,13 @@ def load_split(data_config, split: str) -> ArrayDataset:
     path = os.path.expanduser(str(path))
     if not os.path.exists(path):
       raise DataError(f"data.path {path!r} does not exist")
-    parts = (_npz_parts(path) if path.endswith(".npz")
-             else _folder_parts(path, data_config))
+    if path.endswith(".npz"):
+      parts = _npz_parts(path)
+    elif os.path.isfile(path) or records.is_records_dir(path):
+      parts = {k: (lambda s=src: _decode(s, path)) for k, src in
+               _source_parts(path, data_config).items()}
+    else:
+      parts = _folder_parts(path, data_config)
     return _from_parts(parts, split, data_config, dict(source=path))
   if source not in ("auto", "embedded"):
     raise DataError(f"unknown data.source {source!r}; use auto, embedded, "
@@ -188,6 +200,105 @@ def load_split(data_config, split: str) -> ArrayDataset:
   return _from_parts(_npz_parts(RESOURCE), split, data_config,
                      dict(source="embedded:pcam_sample",
                           class_names=CLASS_NAMES))
+
+
+# ------------------------------------------------------- file-backed --
+def _decode(src, path):
+  arrays = records.read_all(src, path)
+  return arrays["image"], arrays["label"]
+
+
+def _labels(src) -> np.ndarray:
+  """Labels of a record source without decoding its images."""
+  if isinstance(src, records.Subset):
+    return _labels(src.source)[src.indices]
+  if isinstance(src, records.Mapped):
+    return _labels(src.source)
+  if isinstance(src, records.ImageFiles):
+    return src.labels
+  return np.asarray([int(np.asarray(src.raw_record(i)["label"]))
+                     if hasattr(src, "raw_record") else
+                     int(src[i]["label"]) for i in range(len(src))], np.int32)
+
+
+def _source_parts(path: str, cfg) -> dict:
+  """split name -> undecoded image/label source, as :func:`_folder_parts`
+  names them (``"all"`` for unsplit data)."""
+  resize, crop = _get(cfg, "resize", None), _get(cfg, "crop", None)
+  parts = {}
+  if records.is_records_dir(path):
+    for name in records.read_records_meta(path).get("splits", {}):
+      key = "val" if name in ("valid", "validation") else name
+      parts[key] = records.ArrayRecordSource(path, name, resize=resize,
+                                             crop=crop)
+  elif os.path.isfile(path):
+    probe = records.ImageFiles(path, resize=resize, crop=crop)
+    if not probe.splits:
+      parts["all"] = probe
+    else:
+      first = "train" if "train" in probe.splits else probe.splits[0]
+      classes = records.ImageFiles(path, first).class_names
+      for name in probe.splits:
+        parts[name] = records.ImageFiles(path, name, classes, resize, crop)
+  else:
+    sub = {d for d in os.listdir(path)
+           if os.path.isdir(os.path.join(path, d))}
+    train = os.path.join(path, "train")
+    if "train" in sub and any(os.path.isdir(os.path.join(train, c))
+                              for c in os.listdir(train)):
+      _, classes = images_lib.list_image_folder(train)
+      for split, cands in (("pretrain", ("pretrain",)), ("train", ("train",)),
+                           ("val", ("val", "valid", "validation")),
+                           ("test", ("test",))):
+        c = next((c for c in cands if c in sub), None)
+        if c:
+          parts[split] = records.ImageFiles(os.path.join(path, c), None,
+                                            classes, resize, crop)
+    else:
+      parts["all"] = records.ImageFiles(path, None, None, resize, crop)
+  return {k: records.Mapped(v, records.image_label) for k, v in parts.items()}
+
+
+def load_source(data_config, split: str):
+  """The pretraining split of folder / tar / converted / TFDS data as a
+  file-backed source (None: in memory through :func:`load_split`)."""
+  source = _get(data_config, "source", "auto") or "auto"
+  path = _get(data_config, "path", None)
+  if split != "pretrain" or not records.file_backed(data_config, auto=True):
+    return None
+  if source == "tfds":
+    src = records.Mapped(records.TfdsSource(
+        "patch_camelyon", "train", _get(data_config, "tfds_data_dir", "")),
+        records.image_label)
+    meta = dict(source="tfds:patch_camelyon", class_names=CLASS_NAMES)
+    num_classes = 2
+  elif (source == "path" or (source == "auto" and path)) and path and \
+      not str(path).endswith(".npz"):
+    path = os.path.expanduser(str(path))
+    if not os.path.exists(path):
+      raise DataError(f"data.path {path!r} does not exist")
+    parts = _source_parts(path, data_config)
+    if "pretrain" in parts or "train" in parts:
+      src = parts.get("pretrain") or parts["train"]
+    else:  # unsplit: the training part of the stratified test split
+      tr, _ = _stratified_split(
+          _labels(parts["all"]), float(_get(data_config, "test_fraction",
+                                            0.2)),
+          int(_get(data_config, "split_seed", 0)) + 1)
+      src = records.Subset(parts["all"], tr)
+    labels = _labels(src)
+    num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 \
+        else 0
+    meta = dict(source=path)
+  else:
+    return None
+  cap = int(_get(data_config, "max_examples", 0) or 0)
+  if cap:
+    src = records.Subset(src, np.arange(min(cap, len(src))))
+  src.meta = dict(meta, split=split, num_classes=num_classes,
+                  task="binary" if num_classes <= 2 else "multiclass",
+                  file_backed=True)
+  return src
 
 
 def build_sample_npz(src_dir: str, out_path: str = RESOURCE) -> dict:

@@ -1,0 +1,503 @@
+"""File-backed pretraining splits of the text data sets: HIGGS CSV rows,
+SMILES lines, FASTA records, read one record at a time by the grain loader
+(the in-memory readers are in tabular.py, molecules.py and proteins.py).
+
+Used when ``data.path`` is larger than ``data.in_memory_max_mb`` (64 MB)
+or ``data.in_memory=False``; the shipped samples stay in memory. Only an
+index stays in memory (12 bytes per line, plus 1 byte per HIGGS label);
+``.gz`` files are decompressed once into ``data.cache_dir``. Records are
+what the in-memory split holds at the same index, so the batches are the
+same as loading the file whole (HIGGS: z-score statistics accumulated in
+float64 in one pass over the file instead of numpy's pairwise sum over the
+loaded array, equal to ~1e-15 relative).
+
+* ``higgs``: ``data.path`` CSV / CSV.gz rows (header, ``label_column``,
+  ``max_rows``, ``test_size`` / ``val_size`` / ``train_pool_size``,
+  ``pretrain_extra``, ``test_path``, ``feature_norm`` as in
+  :mod:`maskssl.data.tabular`); the evaluation splits are read from the
+  file by row too. Rows that are malformed (column count, non-numeric,
+  non-finite, label not 0/1) are an error naming file and line, or with
+  ``data.bad_records="skip"`` dropped with a counted warning naming them.
+* ``moleculenet`` pretraining: ``data.path`` one SMILES per line (first
+  field) or a CSV with a ``smiles`` column, packed (``data.pack``) exactly
+  as :func:`maskssl.data.tokenizer.pack` packs them; a bare ``SMILES``
+  header line (MOSES) is skipped.
+* ``proteins`` pretraining: ``data.path`` FASTA records (letters upper-
+  cased, ``*`` dropped, unknown letters -> ``X`` or an error as
+  ``data.unknown``); duplicate IDs are not checked here.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import sys
+
+import numpy as np
+
+from maskssl.config_utils import cfg_get
+from maskssl.data import records
+from maskssl.data import tokenizer
+from maskssl.data.base import ArrayDataset, DataError
+
+_get = cfg_get
+
+
+def _stat_key(path: str) -> tuple:
+  st = os.stat(path)
+  return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def _warn_skipped(bad: list[str], what: str):
+  if bad:
+    print(f"warning: {what}: skipped {len(bad)} bad record(s) "
+          f"(data.bad_records='skip'); first: {bad[0]}"
+          + (f"; last: {bad[-1]}" if len(bad) > 1 else ""),
+          file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ HIGGS --
+class _Table:
+  """A numeric CSV indexed by row: validated once, z-score sums kept."""
+
+  def __init__(self, path: str, label_column: str, max_rows: int,
+               bad_records: str, cache: str, num_features: int):
+    self.path = path
+    real = records.seekable(path, cache)
+    self.lines = records.LineIndex(real)
+    want = num_features + 1
+    keep = np.ones(len(self.lines), bool)
+    labels = np.zeros(len(self.lines), np.int8)
+    shift = None
+    s1 = np.zeros(num_features)
+    s2 = np.zeros(num_features)
+    bad = []
+
+    def fail(j, msg):
+      where = f"{path}:{self.lines.lineno(j)}"
+      if bad_records == "error":
+        raise DataError(f"{where}: {msg}")
+      bad.append(f"{where}: {msg}")
+      keep[j] = False
+
+    for s, chunk in self.lines.chunks():
+      try:
+        a = np.loadtxt(io.BytesIO(b"\n".join(chunk)), delimiter=",",
+                       dtype=np.float64, ndmin=2)
+        ok = a.shape == (len(chunk), want)
+      except ValueError:
+        ok = False
+      if not ok:   # find the bad lines one by one
+        a = np.zeros((len(chunk), want))
+        for k, line in enumerate(chunk):
+          j = s + k
+          cells = next(csv.reader([line.decode("utf-8", "replace")]))
+          if all(not c.strip() for c in cells):
+            keep[j] = False
+            continue
+          if len(cells) != want:
+            fail(j, f"expected {want} comma-separated columns "
+                 f"({num_features} features + label), found {len(cells)}")
+            continue
+          try:
+            a[k] = [float(c) for c in cells]
+          except ValueError:
+            if self.lines.lineno(j) == 1 and keep[:j].sum() == 0:
+              keep[j] = False   # header
+              continue
+            bad_cell = next(c for c in cells if not _is_float(c))
+            fail(j, f"non-numeric cell {bad_cell!r}")
+      rows = slice(s, s + len(chunk))
+      fin = np.isfinite(a).all(1)
+      for k in np.flatnonzero(~fin & keep[rows]):
+        fail(s + k, "non-finite value")
+      if label_column == "last":
+        x, y = a[:, :-1], a[:, -1]
+      else:
+        x, y = a[:, 1:], a[:, 0]
+      for k in np.flatnonzero(~np.isin(y, (0.0, 1.0)) & keep[rows]):
+        fail(s + k, f"label is {y[k]:g}, not 0/1 (data.label_column="
+             f"{label_column!r})")
+      m = keep[rows]
+      x32 = x[m].astype(np.float32).astype(np.float64)
+      if shift is None and len(x32):
+        shift = x32[0].copy()
+      if len(x32):
+        d = x32 - shift
+        s1 += d.sum(0)
+        s2 += (d * d).sum(0)
+      labels[rows] = y.astype(np.int8)
+    _warn_skipped(bad, path)
+    self.skipped = len(bad)
+    if not keep.all():
+      self.lines.select(keep)
+      labels = labels[keep]
+    if max_rows and len(self.lines) > max_rows:
+      # the sums must then cover the first max_rows rows only: recount
+      self.lines.select(np.arange(max_rows))
+      labels = labels[:max_rows]
+      shift, s1, s2 = self._sums(np.arange(max_rows), label_column)
+    if not len(self.lines):
+      raise DataError(f"{path}: no data rows")
+    self.labels, self.label_column = labels, label_column
+    self.shift = shift if shift is not None else np.zeros(num_features)
+    self.s1, self.s2 = s1, s2
+
+  def _sums(self, rows, label_column):
+    x = self.features(rows, label_column).astype(np.float64)
+    shift = x[0].copy()
+    d = x - shift
+    return shift, d.sum(0), (d * d).sum(0)
+
+  def __len__(self):
+    return len(self.lines)
+
+  def features(self, rows, label_column=None) -> np.ndarray:
+    """float32 features of ``rows`` (parsed as read_csv parses them)."""
+    label_column = label_column or self.label_column
+    rows = np.asarray(rows, np.int64)
+    out = np.empty((len(rows), len(self.shift)), np.float32)
+    for k, r in enumerate(rows.tolist()):
+      line = self.lines.line(r)
+      try:
+        v = np.array(line.split(b","), np.float64)
+      except ValueError:
+        v = np.array([float(c) for c in next(csv.reader(
+            [line.decode("utf-8")]))], np.float64)
+      out[k] = v[:-1] if label_column == "last" else v[1:]
+    return out
+
+  def stats_without(self, rows, extra) -> tuple[np.ndarray, np.ndarray]:
+    """float64 mean/std of every row except ``rows``, plus ``extra``."""
+    s1, s2, n = self.s1.copy(), self.s2.copy(), len(self)
+    if len(rows):
+      d = self.features(rows).astype(np.float64) - self.shift
+      s1 -= d.sum(0)
+      s2 -= (d * d).sum(0)
+      n -= len(rows)
+    if len(extra):
+      d = np.asarray(extra, np.float32).astype(np.float64) - self.shift
+      s1 += d.sum(0)
+      s2 += (d * d).sum(0)
+      n += len(extra)
+    mean = s1 / n
+    var = np.maximum(s2 / n - mean * mean, 0.0)
+    return self.shift + mean, np.sqrt(var)
+
+
+def _is_float(s: str) -> bool:
+  try:
+    float(s)
+    return True
+  except ValueError:
+    return False
+
+
+@functools.lru_cache(maxsize=4)
+def _table(key: tuple, label_column: str, max_rows: int, bad_records: str,
+           cache: str) -> _Table:
+  from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
+  return _Table(key[0], label_column, max_rows, bad_records, cache,
+                tabular.NUM_FEATURES)
+
+
+class HiggsRows:
+  """Pretraining rows of a HIGGS CSV: file rows ``rows`` (a sorted
+  complement of the held-out rows), then the in-memory extra rows."""
+
+  def __init__(self, table: _Table, held: np.ndarray, extra: np.ndarray,
+               mean, std, meta: dict):
+    self.table = table
+    self.held = np.sort(np.asarray(held, np.int64))
+    # row(i) = i + #held rows <= row: searchsorted on held - rank
+    self._shifted = self.held - np.arange(len(self.held))
+    self.n_file = len(table) - len(self.held)
+    self.extra = np.asarray(extra, np.float32)
+    self.mean, self.std = mean, std
+    self.meta = meta
+
+  def __len__(self):
+    return self.n_file + len(self.extra)
+
+  def rows(self, idx) -> np.ndarray:
+    idx = np.asarray(idx, np.int64)
+    return idx + np.searchsorted(self._shifted, idx, side="right")
+
+  def describe(self, i: int) -> str:
+    i = int(i)
+    if i >= self.n_file:
+      return f"<data.pretrain_extra>[{i - self.n_file}]"
+    r = int(self.rows([i])[0])
+    return f"{self.table.path}:{self.table.lines.lineno(r)}"
+
+  def read_batch(self, idx) -> dict:
+    idx = np.asarray(idx, np.int64)
+    infile = idx < self.n_file
+    feats = np.empty((len(idx), self.table.shift.shape[0]), np.float32)
+    labels = np.full(len(idx), -1, np.int32)
+    if infile.any():
+      rows = self.rows(idx[infile])
+      order = np.argsort(rows)   # read the file forwards
+      f = np.empty((len(rows), feats.shape[1]), np.float32)
+      f[order] = self.table.features(rows[order])
+      feats[infile] = f
+      labels[infile] = self.table.labels[rows]
+    if (~infile).any():
+      feats[~infile] = self.extra[idx[~infile] - self.n_file]
+    return _higgs_arrays(feats, labels, self.mean, self.std)
+
+  def __getitem__(self, i: int) -> dict:
+    return {k: v[0] for k, v in self.read_batch([i]).items()}
+
+
+def _higgs_arrays(feats, labels, mean, std) -> dict:
+  if mean is not None:
+    feats = (feats - mean) / std     # float64, as tabular.load_split
+  return dict(x=np.asarray(feats, np.float32)[..., None],
+              valid=np.ones(feats.shape, bool),
+              label=np.asarray(labels, np.int32))
+
+
+def _higgs_streaming(cfg) -> bool:
+  path = _get(cfg, "path", "")
+  return bool(path) and records.file_backed(cfg, auto=records.big_file(
+      cfg, path))
+
+
+@functools.lru_cache(maxsize=4)
+def _higgs_parts(key: tuple):
+  """Everything a split needs, computed once per process."""
+  cfg = dict(key)
+  from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
+  path = cfg["path"]
+  table = _table(_stat_key(path), cfg["label_column"], cfg["max_rows"],
+                 cfg["bad_records"], cfg["cache"])
+  test_path = cfg["test_path"]
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  scfg = ml_collections.ConfigDict(dict(
+      test_size=cfg["test_size"], val_size=cfg["val_size"],
+      split_seed=cfg["split_seed"], train_pool_size=cfg["train_pool_size"]))
+  parts = tabular._splits(scfg, len(table), own_test=not test_path)  # pylint: disable=protected-access
+  held = np.concatenate([parts["val"], parts.get("test", [])]).astype(np.int64)
+  held_x = table.features(np.sort(held))
+  test = None
+  if test_path:
+    tx, ty = tabular._load_all("", test_path, cfg["label_column"], 0, "")  # pylint: disable=protected-access
+    test = (tx, ty)
+    held_x = np.concatenate([held_x, tx])
+  extra = tabular._extra_rows(cfg["pretrain_extra"], cfg["label_column"])  # pylint: disable=protected-access
+  if len(extra):
+    extra = tabular._drop_rows_in(extra, held_x)  # pylint: disable=protected-access
+  mean = std = None
+  if cfg["feature_norm"] == "zscore":
+    mean, std = table.stats_without(held, extra)
+    std = np.where(std > 0, std, 1.0)
+  elif cfg["feature_norm"] != "none":
+    raise DataError(f"data.feature_norm must be 'zscore' or 'none', got "
+                    f"{cfg['feature_norm']!r}")
+  meta = dict(task="binary", num_classes=2,
+              num_features=tabular.NUM_FEATURES, input_kind="continuous",
+              columns=tabular.HIGGS_COLUMNS,
+              pretrain_rows=len(table) - len(held) + len(extra),
+              pretrain_extra_rows=len(extra), file_backed=True,
+              skipped_rows=table.skipped)
+  if mean is not None:
+    meta.update(feature_mean=mean.tolist(), feature_std=std.tolist())
+  return table, parts, held, extra, mean, std, meta, test
+
+
+def _higgs_key(cfg) -> tuple:
+  from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
+  d = tabular.default_config()
+  g = lambda k: _get(cfg, k, d.get(k))
+  return tuple(sorted(dict(
+      path=g("path"), label_column=g("label_column"),
+      max_rows=int(g("max_rows") or 0),
+      bad_records=_get(cfg, "bad_records", "error"),
+      cache=records.cache_dir(cfg), test_size=int(g("test_size")),
+      val_size=int(g("val_size")), split_seed=int(g("split_seed")),
+      train_pool_size=int(g("train_pool_size")),
+      test_path=g("test_path") or "", pretrain_extra=g("pretrain_extra") or "",
+      feature_norm=g("feature_norm"), stat=_stat_key(g("path"))).items()))
+
+
+def higgs_source(cfg, split: str):
+  table, parts, held, extra, mean, std, meta, test = _higgs_parts(
+      _higgs_key(cfg))
+  if split == "pretrain":
+    return HiggsRows(table, held, extra, mean, std, dict(meta))
+  if split == "test" and test is not None:
+    feats, labels = test
+  elif split in parts:
+    rows = parts[split]
+    order = np.argsort(rows)
+    feats = np.empty((len(rows), len(table.shift)), np.float32)
+    feats[order] = table.features(rows[order])
+    labels = table.labels[rows].astype(np.int32)
+  else:
+    raise DataError(f"unknown split {split!r}; use {sorted(parts)}")
+  return ArrayDataset(_higgs_arrays(feats, labels, mean, std), dict(meta))
+
+
+# ----------------------------------------------------------------- SMILES --
+class SmilesRows:
+  """Packed (or one-per-row) SMILES lines of a file, tokenized on read."""
+
+  def __init__(self, path: str, max_len: int, pack: bool, limit: int,
+               cache: str):
+    self.path, self.max_len = path, max_len
+    lines = records.LineIndex(records.seekable(path, cache))
+    keep = np.ones(len(lines), bool)
+    nbytes = np.zeros(len(lines), np.int64)
+    col = None
+    for s, chunk in lines.chunks():
+      for k, line in enumerate(chunk):
+        j = s + k
+        text = line.strip()
+        if j == 0:
+          cells = [c.strip().lower() for c in next(csv.reader(
+              [line.decode("utf-8", "replace")]))]
+          if "smiles" in cells:   # header: CSV column, or a bare "SMILES"
+            col = cells.index("smiles") if len(cells) > 1 else None
+            keep[j] = False
+            continue
+        if not text or text.startswith(b"#"):
+          keep[j] = False
+          continue
+        field = self._field(line, col)
+        if not field:
+          keep[j] = False
+          continue
+        nbytes[j] = len(field)
+    self.col = col
+    lines.select(keep)
+    nbytes = nbytes[keep]
+    self.lines = lines
+    if not len(lines):
+      raise DataError(f"{path}: no SMILES found")
+    if pack:   # tokenizer.pack's greedy rule on the encoded lengths
+      lens = np.minimum(nbytes, max_len - 1) + 1
+      starts, cur = [0], 0
+      for j, n in enumerate(lens.tolist()):
+        if cur and cur + n > max_len:
+          starts.append(j)
+          cur = 0
+        cur += n
+      starts.append(len(lens))
+      self.bounds = np.asarray(starts, np.int64)
+    else:
+      self.bounds = np.arange(len(nbytes) + 1, dtype=np.int64)
+    self.rows = len(self.bounds) - 1
+    if limit:
+      self.rows = min(self.rows, limit)
+    self.meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
+                     max_len=max_len, num_smiles=len(lines), packed=pack,
+                     file_backed=True, source=path)
+
+  @staticmethod
+  def _field(line: bytes, col) -> bytes:
+    if col is not None:
+      row = next(csv.reader([line.decode("utf-8", "replace")]))
+      return row[col].strip().encode("utf-8") if len(row) > col else b""
+    parts = line.split()
+    return parts[0] if parts else b""
+
+  def __len__(self):
+    return self.rows
+
+  def describe(self, i: int) -> str:
+    a = int(self.bounds[int(i)])
+    return f"{self.path}:{self.lines.lineno(a)}"
+
+  def __getitem__(self, i: int) -> dict:
+    i = int(i)
+    ids: list[int] = []
+    for j in range(int(self.bounds[i]), int(self.bounds[i + 1])):
+      field = self._field(self.lines.line(j), self.col)
+      try:
+        field.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise DataError(f"{self.path}:{self.lines.lineno(j)}: not UTF-8 "
+                        f"({e})") from None
+      ids += tokenizer.encode_ids(field, self.max_len)
+    tokens = np.full(self.max_len, tokenizer.PAD, np.int32)
+    tokens[:len(ids)] = ids[:self.max_len]
+    return dict(tokens=tokens, valid=tokens != tokenizer.PAD)
+
+
+# ------------------------------------------------------------------ FASTA --
+class FastaRows:
+  """FASTA records of a file, tokenized on read (not packed)."""
+
+  def __init__(self, path: str, max_len: int, unknown: str, limit: int,
+               cache: str):
+    if unknown not in ("x", "error"):
+      raise DataError(f"unknown-letter policy must be 'x' or 'error', got "
+                      f"{unknown!r}")
+    self.path, self.max_len, self.unknown = path, max_len, unknown
+    self.lines, self.heads, self.counts = records.fasta_index(
+        records.seekable(path, cache))
+    self.rows = min(len(self.heads), limit) if limit else len(self.heads)
+    self.meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
+                     max_len=max_len, source=path, file_backed=True)
+
+  def __len__(self):
+    return self.rows
+
+  def describe(self, i: int) -> str:
+    return f"{self.path}:{self.lines.lineno(int(self.heads[int(i)]))}"
+
+  def sequence(self, i: int) -> str:
+    from maskssl.data.proteins import AMINO  # pylint: disable=import-outside-toplevel
+    h, c = int(self.heads[i]), int(self.counts[i])
+    parts = []
+    for j in range(h + 1, h + c):
+      line = self.lines.line(j).decode("utf-8").strip()
+      if not line or line.startswith(";"):
+        continue
+      parts.append("".join(line.split()).upper().rstrip("*"))
+    seq = "".join(parts)
+    if not seq:
+      raise DataError(f"{self.describe(i)}: record has an empty sequence")
+    bad = set(seq) - set(AMINO)
+    if bad:
+      if self.unknown == "error":
+        raise DataError(f"{self.describe(i)}: unknown residue letter "
+                        f"{sorted(bad)[0]!r}")
+      seq = "".join(ch if ch in AMINO else "X" for ch in seq)
+    return seq
+
+  def __getitem__(self, i: int) -> dict:
+    tokens, valid = tokenizer.encode([self.sequence(int(i))], self.max_len)
+    return dict(tokens=tokens[0], valid=valid[0])
+
+
+# -------------------------------------------------------------- registry --
+def load_source(cfg, split: str):
+  """A file-backed split for ``cfg.name``, or None (load it in memory)."""
+  name = _get(cfg, "name", "")
+  path = _get(cfg, "path", "")
+  if name == "higgs":
+    return higgs_source(cfg, split) if _higgs_streaming(cfg) else None
+  if split != "pretrain" or not path or not records.file_backed(
+      cfg, auto=records.big_file(cfg, path)):
+    return None
+  if name == "moleculenet":
+    return SmilesRows(path, int(_get(cfg, "max_len", 128)),
+                      bool(_get(cfg, "pack", True)),
+                      int(_get(cfg, "max_pretrain", 0) or 0),
+                      records.cache_dir(cfg))
+  if name == "proteins":
+    return FastaRows(path, int(_get(cfg, "max_len", 1024)),
+                     _get(cfg, "unknown", "x"),
+                     int(_get(cfg, "max_pretrain", 0) or 0),
+                     records.cache_dir(cfg))
+  return None
+
+
+def load_split(cfg, split: str):
+  """Evaluation splits read from the file (HIGGS), or None."""
+  if _get(cfg, "name", "") == "higgs" and _higgs_streaming(cfg):
+    return higgs_source(cfg, split)
+  return None
