@@ -19,8 +19,11 @@ def self_distillation_loss(student: jax.Array, teacher: jax.Array,
                            center_on: str = "probs",
                            teacher_stop_grad: bool = False):
   """Returns ``(loss, new_center)``; student/teacher (B, K), center (1, K)."""
-  student = student.astype(jnp.float32)
-  teacher = teacher.astype(jnp.float32)
+  # float32 at least (bf16 compute); float64 stays float64 (parity tests)
+  dt = jnp.promote_types(jnp.promote_types(student.dtype, teacher.dtype),
+                         jnp.float32)
+  student = student.astype(dt)
+  teacher = teacher.astype(dt)
   if teacher_stop_grad:
     teacher = jax.lax.stop_gradient(teacher)
   p_t = jax.nn.softmax((teacher - center) / teacher_temp, axis=-1)

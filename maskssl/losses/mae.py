@@ -11,12 +11,14 @@ def normalized_patch_targets(images01: jax.Array, patch_size: int,
                              eps: float = 1e-6) -> jax.Array:
   """Per-patch, per-channel normalised pixels, flattened pixel-major.
 
-  ``images01``: (B, H, W, C) in [0, 1]. Returns (B, N, p*p*C) float32 with
+  ``images01``: (B, H, W, C) in [0, 1]. Returns (B, N, p*p*C) float32
+  (float64 for float64 input) with
   ``(v - mean) / (sqrt(var_unbiased) + eps)`` over the p*p pixels of each
   patch and channel (eps outside the root; a constant patch gives exactly 0).
   No gradient flows through the target.
   """
-  x = patchify(jax.lax.stop_gradient(images01).astype(jnp.float32),
+  dt = jnp.promote_types(images01.dtype, jnp.float32)
+  x = patchify(jax.lax.stop_gradient(images01).astype(dt),
                patch_size)                              # (B, N, p*p, C)
   mean = jnp.mean(x, axis=2, keepdims=True)
   var = jnp.var(x, axis=2, keepdims=True, ddof=1)
@@ -27,4 +29,6 @@ def normalized_patch_targets(images01: jax.Array, patch_size: int,
 
 def masked_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
   """Mean over (B, N_m, D) of the squared error (already gathered)."""
-  return jnp.mean(jnp.square(pred.astype(jnp.float32) - target))
+  dt = jnp.promote_types(jnp.promote_types(pred.dtype, target.dtype),
+                         jnp.float32)
+  return jnp.mean(jnp.square(pred.astype(dt) - target.astype(dt)))

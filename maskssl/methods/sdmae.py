@@ -12,6 +12,24 @@ p > 0, ``sd_center`` (1, K) (the DINO-style center, updated without gradient).
 Batches: ``{"image": uint8 (B, H, W, 3), ...}``. Augmentation (random resized
 crop to ``config.model.image_size``, no flip, no colour jitter; spec sec. 5),
 masking and the target all happen on device inside ``train_step``.
+
+Parity with the official code (irsLu/SD-MAE; ``tests/test_parity_sdmae.py``,
+weights through :mod:`maskssl.interop.vit`): losses, center update and every
+gradient match the official float64 run to ~1e-15 with
+``config.model.compute_dtype = "float64"`` (needs ``jax_enable_x64``; images,
+targets, losses and the center then run in float64 too, with the float32
+ImageNet mean/std and position tables the official float64 run also uses),
+and its float32 run to ~1e-6. Deliberate differences:
+
+* mask count ``floor(r N + 1e-9)`` (``masks.random_patches.num_masked``)
+  where the official ``RandomMaskingGenerator`` has ``int(r N)``: equal for
+  0.6 / 0.75 at N = 16, 196 and every r = k/100 on the usual grids, but e.g.
+  29 vs 28 for r = 0.29, N = 100 (0.29 * 100 is 28.999999999999996); the
+  guard gives the count the ratio means;
+* the target is computed from the [0, 1] pixels, not from un-normalising
+  the model input (equal to 1e-15 in float64);
+* the student / teacher heads pool before the (linear) weight-normalised
+  last layer, the official code after it (equal up to rounding).
 """
 from __future__ import annotations
 
@@ -91,6 +109,9 @@ class SDMAE(Method):
     self.head_out = int(g("head_out", 4096))
     self.kw = vit.model_kwargs(config.model)
     self.dtype = vit.compute_dtype(config.model.get("compute_dtype", None))
+    # images, targets, losses and the center: float32 (float64 when the
+    # compute dtype is, for the parity tests)
+    self.float_dtype = vit.float_dtype(self.dtype)
     self.image_size = self.kw["image_size"]
     self.patch_size = self.kw["patch_size"]
     self.num_patches = (self.image_size // self.patch_size) ** 2
@@ -130,7 +151,7 @@ class SDMAE(Method):
   def prepare(self, images, rng=None):
     """uint8 NHWC -> [0, 1] float at ``image_size`` (random resized crop when
     ``rng`` is given and augmentation is on, else a plain resize)."""
-    x01 = images.astype(jnp.float32) / 255.0
+    x01 = images.astype(self.float_dtype) / 255.0
     b, h, w, c = x01.shape
     if rng is not None and self.augment:
       keys = jax.random.split(rng, b)
@@ -170,7 +191,7 @@ class SDMAE(Method):
     params = self.init_params(rng)
     extra = {}
     if self.use_sd:
-      extra["sd_center"] = jnp.zeros((1, self.head_out), jnp.float32)
+      extra["sd_center"] = jnp.zeros((1, self.head_out), self.float_dtype)
     return optax_state(params, self.tx, **extra)
 
   def train_step(self, state, batch, rng):
@@ -207,7 +228,7 @@ class SDMAE(Method):
     x = ((x01 - vit.IMAGENET_MEAN) / vit.IMAGENET_STD).astype(self.dtype)
     params = state["params"]
     tok = self.encoder.apply({"params": params["encoder"]}, x)
-    tok = tok.astype(jnp.float32)
+    tok = tok.astype(self.float_dtype)
     if self.encode_pool == "norm_mean":
       ln = vit.nn.LayerNorm(epsilon=1e-6)
       return jnp.mean(ln.apply({"params": params["encoder_norm"]}, tok), 1)

@@ -43,6 +43,13 @@ torch_uniform = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 trunc02 = nn.initializers.truncated_normal(0.02, lower=-1.0, upper=1.0)
 
 
+def float_dtype(dtype):
+  """The dtype softmax / norms / losses run in: float32 for bf16 and f32
+  compute, float64 for float64 (parity runs), so a float64 model is float64
+  end to end."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def torch_bias(fan_in: int):
   bound = 1.0 / np.sqrt(fan_in)
 
@@ -102,7 +109,8 @@ class Attention(nn.Module):
     qkv = (qkv + bias.astype(qkv.dtype)).reshape(b, n, 3, self.num_heads, hd)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * (hd ** -0.5), k)
-    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    attn = jax.nn.softmax(logits.astype(float_dtype(logits.dtype)),
+                          axis=-1).astype(v.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, n, self.dim)
     return nn.Dense(self.dim, kernel_init=xavier, dtype=self.dtype,
                     name="proj")(out)
@@ -226,7 +234,8 @@ class DINOHead(nn.Module):
     dense = functools.partial(nn.Dense, kernel_init=trunc02, dtype=self.dtype)
     x = nn.gelu(dense(self.hidden, name="fc1")(x), approximate=False)
     x = nn.gelu(dense(self.hidden, name="fc2")(x), approximate=False)
-    x = dense(self.bottleneck, name="fc3")(x).astype(jnp.float32)
+    x = dense(self.bottleneck, name="fc3")(x)
+    x = x.astype(float_dtype(x.dtype))
     x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
     if pool_axis is not None:
       x = jnp.mean(x, axis=pool_axis)
@@ -271,10 +280,10 @@ class SDMAEModel(nn.Module):
                                                             ids_mask)
     pix = nn.Dense(self.patch_size ** 2 * self.channels, kernel_init=xavier,
                    dtype=self.dtype, name="pixel_head")
-    out = dict(z=z.astype(jnp.float32),
-               pred=pix(d[:, nv:]).astype(jnp.float32))
+    fdt = float_dtype(self.dtype)
+    out = dict(z=z.astype(fdt), pred=pix(d[:, nv:]).astype(fdt))
     if self.predict_visible:
-      out["pred_vis"] = pix(d[:, :nv]).astype(jnp.float32)
+      out["pred_vis"] = pix(d[:, :nv]).astype(fdt)
     if self.use_heads:
       head = functools.partial(DINOHead, self.head_hidden,
                                self.head_bottleneck, self.head_out, self.dtype)
@@ -283,9 +292,13 @@ class SDMAEModel(nn.Module):
     return out
 
 
-def preprocess(images: jax.Array, image_size: int) -> jax.Array:
-  """uint8 (or [0,1] float) NHWC -> resized, ImageNet-normalised float32."""
-  x = images.astype(jnp.float32)
+def preprocess(images: jax.Array, image_size: int,
+               dtype=jnp.float32) -> jax.Array:
+  """uint8 (or [0,1] float) NHWC -> resized, ImageNet-normalised float32
+  (float64 when ``dtype`` is float64). The mean/std stay the float32
+  constants, as torchvision's ``Normalize`` uses them (also in a float64
+  run), so float64 parity with the official code needs exactly these."""
+  x = images.astype(float_dtype(dtype))
   if jnp.issubdtype(images.dtype, jnp.integer):
     x = x / 255.0
   b, h, w, c = x.shape
@@ -315,11 +328,11 @@ class ViTClassifier(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     images = batch["image"] if isinstance(batch, dict) else batch
-    x = preprocess(images, self.image_size).astype(self.dtype)
+    x = preprocess(images, self.image_size, self.dtype).astype(self.dtype)
     x = Encoder(self.patch_size, self.enc_dim, self.enc_depth, self.enc_heads,
                 self.mlp_ratio, self.drop_path, self.dtype,
                 name="encoder")(x, None, deterministic=not train)
-    x = jnp.mean(x.astype(jnp.float32), axis=1)
+    x = jnp.mean(x.astype(float_dtype(self.dtype)), axis=1)
     x = nn.LayerNorm(epsilon=1e-6, name="fc_norm")(x)
     init = nn.initializers.truncated_normal(0.02 * self.init_scale, lower=-1,
                                             upper=1)
@@ -379,5 +392,6 @@ def model_kwargs(model_cfg) -> dict:
 
 
 def compute_dtype(name: Optional[str]):
-  return {None: jnp.float32, "float32": jnp.float32,
+  # float64 needs jax_enable_x64; it exists for the parity tests
+  return {None: jnp.float32, "float32": jnp.float32, "float64": jnp.float64,
           "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}[name]
