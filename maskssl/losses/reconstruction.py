@@ -1,7 +1,7 @@
 """Masked reconstruction losses (spec sma.md section 4), batch-global means.
 
 Both losses are ``sum(mask * l) / max(1, sum(mask))`` over the whole batch
-(an example with more masked tokens weighs more), computed in float32 and
+(an example with more masked tokens weighs more), computed in float32 (float64 for float64 inputs) and
 never by boolean gathering, so they are jit-friendly and finite when no
 position is masked (then they are 0).
 """
@@ -21,8 +21,8 @@ def masked_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array
 
   ``pred``, ``target``: ``(B, N, C)`` or ``(B, N)``; ``mask``: ``(B, N)`` bool.
   """
-  pred = pred.astype(jnp.float32)
-  target = jax.lax.stop_gradient(target).astype(jnp.float32)
+  pred = pred.astype(jnp.promote_types(pred.dtype, jnp.float32))  # f64 stays
+  target = jax.lax.stop_gradient(target).astype(pred.dtype)
   if pred.ndim == mask.ndim:
     pred, target = pred[..., None], target[..., None]
   per_pos = jnp.mean(jnp.square(pred - target.reshape(pred.shape)), axis=-1)
@@ -35,7 +35,8 @@ def masked_cross_entropy(logits: jax.Array, targets: jax.Array,
 
   ``logits``: ``(B, N, V)``; ``targets``: int ``(B, N)``; ``mask``: ``(B, N)``.
   """
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  logp = jax.nn.log_softmax(
+      logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), axis=-1)
   nll = -jnp.take_along_axis(logp, targets.astype(jnp.int32)[..., None],
                              axis=-1)[..., 0]
   return _masked_mean(nll, mask)

@@ -12,7 +12,8 @@ Config fields read (``config.model``; defaults = HIGGS particle model):
   hidden_dropout / attn_dropout / drop_path (0)     pretraining
   finetune_hidden_dropout / finetune_attn_dropout / finetune_drop_path
       (default: the pretraining values)             fine-tuning
-  compute_dtype "float32" | "bfloat16";  compact (True);  gather_impl "auto"
+  compute_dtype "float32" | "bfloat16" | "float64" (under jax x64: parity
+      tests);  compact (True);  gather_impl "auto"
 ``config.mask``: ratio, num_per_query, head_aggregation, mask_self,
   mask_self_value, rho, mask_mode "sma" | "random", curriculum_fraction (0).
 ``config.optim``: see :func:`maskssl.optim.make_optimizer`;
@@ -114,7 +115,8 @@ class SMA(Method):
     if self.input_kind == "bytes":
       x = jnp.asarray(batch["tokens"]).astype(jnp.int32)
     else:
-      x = jnp.asarray(batch["x"]).astype(jnp.float32)
+      # float32 (float64 for a float64 model): the reconstruction target
+      x = jnp.asarray(batch["x"]).astype(sma_models.acc_dtype(self.dtype))
       if x.ndim == 2:
         x = x[..., None]
     valid = batch.get("valid") if hasattr(batch, "get") else None
@@ -154,11 +156,13 @@ class SMA(Method):
   def init_state(self, rng, batch):
     return optax_state(self.init_params(rng, batch), self.tx)
 
-  def loss_fn(self, params, batch, rng, s, mask=None):
+  def loss_fn(self, params, batch, rng, s, mask=None, draws=None):
+    """``draws``: recorded mask draws (parity tests replay the official
+    torch draws; see :mod:`maskssl.masks.sma`)."""
     x, valid = self.inputs(batch)
     k_mask, k_drop = jax.random.split(rng)
     out = self.model.apply({"params": params}, x, valid, train=True,
-                           masking=True, mask=mask, s=s,
+                           masking=True, mask=mask, s=s, draws=draws,
                            rngs={"mask": k_mask, "dropout": k_drop})
     loss = self.loss_from_output(out, x)
     n_valid = jnp.maximum(1.0, jnp.sum(valid.astype(jnp.float32)))

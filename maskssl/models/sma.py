@@ -15,6 +15,16 @@ Implements ``shared/specs/sma.md`` section 2:
   (:func:`maskssl.masks.sma.sma_mask`), or a random / precomputed mask is used.
 * :class:`SMADecoder`: one cross-attention layer with one learned query per
   position (spec 2.4), output ``V`` logits (bytes) or ``C_in`` values.
+  Settled against the official code (``tests/test_parity_sma.py``, the
+  ``parity/sma`` cases): the queries are the decoder's **own** learned
+  table (``teacher.reconstruction_decoder.decoder_latents.latents``,
+  ``share_decoder_queries=False``), **not** the encoder's position table,
+  with nothing added (no position embedding, no mask token); they pass
+  through the layer's ``LN_a`` before Q; and the decoder layer has **no
+  query residual** (``SMABasicDecoder`` default ``use_query_residual=False``:
+  ``h1 = o(attn)``), while every encoder layer and the fine-tuning head
+  have it. With these, decoder outputs, loss and every gradient match the
+  official float64 run to ~1e-15 (position table as queries: 10 % off).
 * :class:`SMAPretrainModel`: params ``{"encoder", "decoder"}``.
 * :class:`SMAClassifier`: params ``{"encoder", "head"}`` (spec 2.5), same
   encoder structure, so fine-tuning loads ``state["params"]["encoder"]``.
@@ -50,6 +60,16 @@ Implementation choices / deviations (function unchanged unless noted):
 * The fine-tuning head has no drop-path (treated like a decoder layer).
 * ``compute_dtype=bfloat16``: attention logits are computed in float32 from
   the bf16 Q/K; params, softmax and losses stay float32.
+  ``compute_dtype=float64`` (under ``jax.enable_x64``, for the parity
+  tests) computes everything in float64 (:func:`acc_dtype`).
+
+Parity with the official PyTorch code (Johnathan-Xie/sma @ bdc1877): with
+the converted official state_dict (:mod:`maskssl.interop.sma`) and the
+recorded mask draws (``draws=`` of :class:`SMAEncoder`), masks are equal
+and loss / gradients / activations match to ~1e-15 relative in float64 and
+~2e-6 in float32 in transformer mode (continuous, MSE), Perceiver mode
+(bytes, CE, widening 2) and for the classification head, on the full-length
+and the compact paths (``tests/test_parity_sma.py``).
 """
 from __future__ import annotations
 
@@ -110,9 +130,16 @@ def normalize(x, eps):
   return _normalize_fwd(x, eps)[0]
 
 
+def acc_dtype(dtype) -> Dtype:
+  """Statistics / softmax / loss dtype: float32, or float64 for a float64
+  model (``jax.enable_x64``; the parity tests run the official float64
+  cases). Identical to float32 for float32 / bfloat16 compute."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 def _normalize_fwd(x, eps):
   zero = jnp.zeros((), x.dtype)       # remembers the primal dtype
-  x = x.astype(jnp.float32)
+  x = x.astype(acc_dtype(x.dtype))
   mean = jnp.mean(x, axis=-1, keepdims=True)
   xc = x - mean
   rstd = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)
@@ -122,7 +149,7 @@ def _normalize_fwd(x, eps):
 
 def _normalize_bwd(res, g):
   xhat, rstd, zero = res
-  g = g.astype(jnp.float32)
+  g = g.astype(xhat.dtype)
   dx = rstd * (g - jnp.mean(g, axis=-1, keepdims=True)
                - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
   return dx.astype(zero.dtype), None
@@ -139,7 +166,7 @@ def softmax(s):
 
 
 def _softmax_fwd(s):
-  s = s.astype(jnp.float32)
+  s = s.astype(acc_dtype(s.dtype))
   e = jnp.exp(s - jax.lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
   p = e * (1.0 / jnp.sum(e, axis=-1, keepdims=True))
   return p, p
@@ -181,7 +208,7 @@ def _layer_norm(eps, dtype, name):
 def as_dtype(x) -> Dtype:
   if isinstance(x, str):
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
-            "float16": jnp.float16}[x]
+            "float16": jnp.float16, "float64": jnp.float64}[x]
   return x
 
 
@@ -373,7 +400,8 @@ class SMALayer(nn.Module):
     """``LN_a(q_in) -> Dense`` : ``(..., Nq, qk)`` (cross layers), already
     multiplied by ``1/sqrt(d_head)`` (folded into the weights)."""
     xhat, ln = self.ln_a(q_in, affine=False)
-    return self.q_proj(xhat, ln, out_scale=jnp.float32(self._scale))
+    return self.q_proj(xhat, ln,
+                       out_scale=jnp.asarray(self._scale, acc_dtype(self.dtype)))
 
   def keyvalue(self, kv_in, ln=None):
     """``Dense(kv_in)`` (raw, not normalised) -> ``(K, V)``, ``(B, Nk, qk)``
@@ -391,8 +419,8 @@ class SMALayer(nn.Module):
   def self_qkv(self, x):
     xhat, ln = self.ln_a(x, affine=False)
     col = jnp.concatenate([
-        jnp.full((self.qk_dim,), self._scale, jnp.float32),
-        jnp.ones((self.qk_dim + self.v_dim,), jnp.float32)])
+        jnp.full((self.qk_dim,), self._scale, acc_dtype(self.dtype)),
+        jnp.ones((self.qk_dim + self.v_dim,), acc_dtype(self.dtype))])
     y = self.qkv_proj(xhat, ln, out_scale=col)
     q, k, v = jax.lax.split(y, (self.qk_dim, self.qk_dim, self.v_dim), axis=-1)
     return q, (k, v)
@@ -404,8 +432,9 @@ class SMALayer(nn.Module):
     if q.ndim == 2:
       q = jnp.broadcast_to(q[None], (k.shape[0],) + q.shape)
     qh, kh = _split_heads(q, self.num_heads), _split_heads(k, self.num_heads)
-    s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(jnp.float32),
-                   kh.astype(jnp.float32))      # float32 logits (spec 2.6)
+    acc = acc_dtype(qh.dtype)
+    s = jnp.einsum("bhqd,bhkd->bhqk", qh.astype(acc),
+                   kh.astype(acc))      # float32 logits (spec 2.6)
     return s if bias is None else s + bias
 
   def attend(self, q, kv, bias, train: bool = False):
@@ -496,7 +525,9 @@ class SMAEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, inputs, valid=None, *, train: bool = False,
-               masking: bool = False, mask=None, s=0.0):
+               masking: bool = False, mask=None, s=0.0, draws=None):
+    """``draws``: optional recorded mask draws handed to :func:`sma_mask`
+    (replay of the official torch draws, see :mod:`maskssl.masks.sma`)."""
     transformer = self.encoder_mode == "transformer"
     if self.encoder_mode not in ("transformer", "perceiver"):
       raise ValueError(f"encoder_mode {self.encoder_mode!r}")
@@ -549,8 +580,9 @@ class SMAEncoder(nn.Module):
             q_all, k_all = q, kv[0]
           logits = jax.lax.stop_gradient(
               layer0.logits(q_all, k_all, valid_bias))
+          self.sow("intermediates", "mask_logits", logits)
           mask, keep = sma_masks.sma_mask(rng, logits, valid, self.mask_spec,
-                                          s=s)
+                                          s=s, draws=draws)
         else:
           raise ValueError(f"mask_mode {self.mask_mode!r}")
       else:
@@ -619,7 +651,8 @@ class SMADecoder(nn.Module):
     h = layer.finish(None, q, layer.keyvalue(kv_hat, ln), key_bias(h_keep),
                      train)
     h, ln = _layer_norm(1e-12, self.dtype, "ln_final")(h, affine=False)
-    return _dense(self.out_dim, self.dtype, "out")(h, ln).astype(jnp.float32)
+    return _dense(self.out_dim, self.dtype, "out")(h, ln).astype(
+        acc_dtype(self.dtype))
 
 
 class SMAPretrainModel(nn.Module):
@@ -641,9 +674,11 @@ class SMAPretrainModel(nn.Module):
                           name="decoder")
 
   def __call__(self, inputs, valid=None, *, train: bool = True,
-               masking: bool = True, mask=None, s=0.0, full_output=False):
+               masking: bool = True, mask=None, s=0.0, full_output=False,
+               draws=None):
     h, mask, h_keep = self.encoder(inputs, valid, train=train,
-                                   masking=masking, mask=mask, s=s)
+                                   masking=masking, mask=mask, s=s,
+                                   draws=draws)
     n = mask.shape[1]
     if self.encoder.compact and not full_output and (masking or
                                                       mask is not None):
@@ -679,7 +714,8 @@ class SMAClassificationHead(nn.Module):
                  dtype=self.dtype, name="layer")(query, kv_in,
                                                  key_bias(h_keep), train)
     h = _layer_norm(1e-12, self.dtype, "ln")(h[:, 0])
-    return _dense(self.num_outputs, self.dtype, "out")(h).astype(jnp.float32)
+    return _dense(self.num_outputs, self.dtype, "out")(h).astype(
+        acc_dtype(self.dtype))
 
 
 class SMAClassifier(nn.Module):
