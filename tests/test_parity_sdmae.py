@@ -120,7 +120,7 @@ class Report:
         {k: float(f"{v:.3g}") for k, v in self.errs.items()}))
 
 
-# ---- case A: pretraining, two steps ---------------------------------------------
+# ---- case A: pretraining, two steps -----------------------------------------
 
 @pytest.mark.parametrize("tag", ["f64", "f32"])
 def test_case_a_pretraining_two_steps(shared_data, tag):
@@ -201,7 +201,7 @@ def test_case_a_pretraining_two_steps(shared_data, tag):
     rep.show()
 
 
-# ---- case B: classifier and linear probe ------------------------------------------
+# ---- case B: classifier and linear probe ------------------------------------
 
 @pytest.mark.parametrize("tag", ["f64", "f32"])
 def test_case_b_classifier_and_linear_probe(shared_data, tag):
@@ -315,7 +315,7 @@ def test_case_b_transfer_drops_what_the_official_load_drops(shared_data):
   assert clf_names - remapped == set(map(str, z["b_load_missing_keys"]))
 
 
-# ---- converters ---------------------------------------------------------------
+# ---- converters -------------------------------------------------------------
 
 def _state(z):
   """(method, train state) holding case A's float32 weights (cached)."""
@@ -355,6 +355,15 @@ def test_official_export_names_shapes_values_and_round_trip(shared_data):
   back = iv.import_into(m, state, tensors, "official")
   _assert_same_params(back["params"], state["params"])
   assert back["step"] == 0
+  # plain MAE (p = 0) has no distillation heads: the rest, same names
+  mae = SDMAE(tiny_config(sd_weight=0.0))
+  mae_state = dict(state, params={k: v for k, v in state["params"].items()
+                                  if not k.startswith("head_")})
+  t_mae, _ = iv.export(mae, mae_state, "official")
+  assert list(t_mae) == [k for k in sd if "_head." not in k]
+  _assert_same_params(
+      iv.import_into(mae, mae_state, t_mae, "official")["params"],
+      mae_state["params"])
 
 
 def _timm_expected(class_token):
@@ -373,7 +382,8 @@ def _timm_expected(class_token):
   for i in range(2):
     b = f"blocks.{i}."
     out += [(b + "norm1.weight", (d,)), (b + "norm1.bias", (d,)),
-            (b + "attn.qkv.weight", (3 * d, d)), (b + "attn.qkv.bias", (3 * d,)),
+            (b + "attn.qkv.weight", (3 * d, d)),
+            (b + "attn.qkv.bias", (3 * d,)),
             (b + "attn.proj.weight", (d, d)), (b + "attn.proj.bias", (d,)),
             (b + "norm2.weight", (d,)), (b + "norm2.bias", (d,)),
             (b + "mlp.fc1.weight", (4 * d, d)), (b + "mlp.fc1.bias", (4 * d,)),
@@ -403,7 +413,8 @@ def test_timm_export_names_shapes_and_round_trip(shared_data, class_token):
   if class_token:
     np.testing.assert_array_equal(tensors["norm.weight"],
                                   sd["encoder.norm.weight"])
-    assert not tensors["cls_token"].any() and not tensors["pos_embed"][0, 0].any()
+    assert not tensors["cls_token"].any()
+    assert not tensors["pos_embed"][0, 0].any()
   assert info["timm"]["model_name"] is None          # non-standard widths
   assert info["timm"]["create_model_kwargs"]["img_size"] == 32
   back = iv.import_into(m, state, tensors, "timm")

@@ -23,23 +23,25 @@ Entry points: :func:`import_official` (state_dict -> flax params),
 Name mapping (official pretraining model; the classifier and timm drop the
 ``encoder.`` prefix)::
 
-  encoder.patch_embed.proj.{weight,bias}    encoder/patch_embed/{kernel,bias}
-  encoder.blocks.i.norm{1,2}.{weight,bias}  encoder/block_i/norm{1,2}/{scale,bias}
-  encoder.blocks.i.attn.qkv.weight          encoder/block_i/attn/qkv/kernel
-  encoder.blocks.i.attn.{q_bias,v_bias}     encoder/block_i/attn/{q_bias,v_bias}
-  encoder.blocks.i.attn.proj.*              encoder/block_i/attn/proj/*
-  encoder.blocks.i.mlp.fc{1,2}.*            encoder/block_i/fc{1,2}/*  (no mlp level)
-  encoder.norm.*                            encoder_norm/*             (top level)
-  mask_token                                decoder/mask_token
-  encoder_to_decoder.weight                 decoder/e2d/kernel         (no bias)
-  decoder.blocks.i.*, decoder.norm.*        decoder/block_i/*, decoder/norm/*
-  decoder.head.*                            pixel_head/*               (top level)
-  encoder_proj_head.mlp.{0,2,4}.*           head_enc/fc{1,2,3}/*
-  encoder_proj_head.last_layer.weight_v     head_enc/last/kernel
-  encoder_proj_head.last_layer.weight_g     -- (all ones, frozen; checked)
-  decoder_proh_head.*  (sic, "proh")        head_dec/*
-  fc_norm.*, head.*    (classifier)         fc_norm/*, head/*
-  head.1.*, head.0.running_{mean,var} (probe)  probe w/b, mean/var
+  encoder.patch_embed.proj.{weight,bias}   encoder/patch_embed/{kernel,bias}
+  encoder.blocks.i.norm{1,2}.*             encoder/block_i/norm{1,2}/*
+  encoder.blocks.i.attn.qkv.weight         encoder/block_i/attn/qkv/kernel
+  encoder.blocks.i.attn.{q_bias,v_bias}    encoder/block_i/attn/{q_bias,v_bias}
+  encoder.blocks.i.attn.proj.*             encoder/block_i/attn/proj/*
+  encoder.blocks.i.mlp.fc{1,2}.*           encoder/block_i/fc{1,2}/* (no mlp)
+  encoder.norm.*                           encoder_norm/*            (top level)
+  mask_token                               decoder/mask_token
+  encoder_to_decoder.weight                decoder/e2d/kernel        (no bias)
+  decoder.blocks.i.*, decoder.norm.*       decoder/block_i/*, decoder/norm/*
+  decoder.head.*                           pixel_head/*              (top level)
+  encoder_proj_head.mlp.{0,2,4}.*          head_enc/fc{1,2,3}/*
+  encoder_proj_head.last_layer.weight_v    head_enc/last/kernel
+  encoder_proj_head.last_layer.weight_g    -- (all ones, frozen; checked)
+  decoder_proh_head.*  (sic, "proh")       head_dec/*
+  fc_norm.*, head.*    (classifier)        fc_norm/*, head/*
+  head.1.*, head.0.running_{mean,var}      probe w/b, mean/var (probe)
+
+LayerNorm ``weight`` is flax's ``scale``; Linear ``weight`` a ``kernel``.
 
 Layout quirks:
 
@@ -442,7 +444,8 @@ def export(method, state: Mapping, target: str, *, class_token: bool = True,
     are zeros. A zero token still takes part in attention, so this model's
     patch tokens are not maskssl's. ``class_token=False`` writes the exact
     equivalent instead, for ``create_model(name, num_classes=0,
-    img_size=S, class_token=False, global_pool="avg")``: no ``cls_token``,
+    img_size=S, class_token=False, global_pool="avg")`` (timm >= 0.9, where
+    ``VisionTransformer`` has ``class_token``): no ``cls_token``,
     ``pos_embed`` without the CLS row, and ``fc_norm`` = ones / zeros
     (norm is Identity there), so ``forward_features`` + pooling +
     ``fc_norm`` give exactly :meth:`SDMAE.encode`'s features (the official

@@ -34,7 +34,8 @@ def self_distillation_loss(student: jax.Array, teacher: jax.Array,
   elif center_on == "logits":
     batch_stat = jnp.mean(teacher, axis=0, keepdims=True)
   else:
-    raise ValueError(f"center_on must be 'probs' or 'logits', got {center_on!r}")
+    raise ValueError(
+        f"center_on must be 'probs' or 'logits', got {center_on!r}")
   new_center = jax.lax.stop_gradient(
       center_momentum * center + (1 - center_momentum) * batch_stat)
   return loss, new_center
