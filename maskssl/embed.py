@@ -537,6 +537,10 @@ def main(argv=None) -> int:
                           f"{config.data.get('name')!r}; known: "
                           f"{sorted(config.data)}")
       overrides[k] = _parse_value(v, config.data.get(k, ""))
+    if "path" in raw and not os.path.exists(os.path.expanduser(raw["path"])):
+      raise DataError(f"{raw['path']}: no such file or directory (data.path)")
+    if not args.out.lower().endswith((".npy", ".csv")):
+      raise ConfigError(f"--out {args.out!r}: use a .npy or .csv file name")
     t0 = time.perf_counter()
     enc = api.load(args.workdir, step=args.step, config=config)
     t_load = time.perf_counter() - t0

@@ -355,7 +355,8 @@ class ImageRecords:
                       f"file ({'|'.join(IMAGE_EXTENSIONS)})")
     folders = [os.path.basename(os.path.dirname(i)) for i in self.ids]
     self.labels, self.label_names = None, None
-    if self.ids and all(folders) and not os.path.isfile(path):
+    single = low.endswith(IMAGE_EXTENSIONS) and os.path.isfile(path)
+    if self.ids and all(folders) and not single:
       found = sorted(set(folders))
       if class_names and set(found) <= set(class_names):
         names = list(class_names)
