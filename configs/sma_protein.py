@@ -1,51 +1,48 @@
 r"""SMA on proteins (amino-acid bytes): self-guided masked pretraining of a
 Perceiver-mode encoder (latents cross-attend to up to 1,024 residues; the
-mask is chosen from the cross-attention of layer 1), then full fine-tuning
-for sequence classification (DeepLoc, 10 classes, accuracy) and sequence
-regression (FLIP GB1 "sampled", Spearman rho), pretrained vs scratch.
+mask is chosen from the cross-attention of layer 1), then full fine-tuning,
+pretrained vs scratch: DeepLoc (10 classes, accuracy), FLIP GB1 (Spearman),
+and with ``:cpu`` TAPE remote homology (1,195 folds, top-1 accuracy) and
+TAPE stability (Spearman) on TAPE's own splits.
 
-Data (``maskssl.data.proteins``, name "proteins"): the byte tokenizer of
-the molecule config over residue letters (not packed), ratio 0.15,
-``num_per_query`` 4, head aggregation "mean", no ``mask_self`` (spec §2.7).
-Default: compact embedded DeepLoc / GB1 subsets (resources/
-PROTEINS_SOURCE.md); ``--config.data.data_dir=../shared/data`` reads the
-full shared copies; ``--config.data.path=my.fasta`` pretrains on your FASTA
-(multi-line records, lower case accepted, unknown letters -> X).
+Data (``maskssl.data.proteins``): byte tokens over residue letters (not
+packed), ratio 0.15, ``num_per_query`` 4, head aggregation "mean", no
+``mask_self``. Default: compact embedded DeepLoc / GB1 subsets;
+``--config.data.data_dir=../shared/data`` reads the full shared copies and
+TAPE; ``--config.data.path=my.fasta`` pretrains on your FASTA;
+``--config.data.test_path=FILE`` evaluates on your labelled file. Longer
+sequences are cropped to ``max_len - 1`` residues (counted, reported).
+``:cpu`` pretrains on the training sequences of all four tasks.
 
-Variants: default (CPU-sized model, 3 fine-tune seeds), ``:quick`` (tiny,
-~1 min on 2 CPU cores, seed 0), ``:reference`` (spec §2.7 sizes: E 512,
-D 1024, 256 latents, 16+1 layers; for accelerators).
-
-Commands:
   python -m maskssl.main --config=configs/sma_protein.py:quick
-  python -m maskssl.main --config=configs/sma_protein.py
-  python -m maskssl.main --config=configs/sma_protein.py \
-      --config.mask.mask_mode=random --workdir=runs/sma_protein_random
-
-Per-residue labelling (FLIP secondary structure) is not implemented.
-
-Measured (2026-11-23, 2-core CPU shared with other jobs, load avg ~15; the
-:quick model -- E 32, D 32, 16 latents, 1+1 layers -- with batch 16,
-max_len 256, 300 pretraining steps on the embedded DeepLoc train subset,
-then 150 fine-tune steps, batch 32, seeds 0/1/2, best-val step, test split):
-  DeepLoc accuracy (lr 1e-4): pretrained 0.298 ± 0.000  scratch 0.298 ± 0.000
-      (= the majority class "Nucleus" share of the test subset: no learning
-      at this budget)
-  GB1 Spearman   (lr 3e-4): pretrained 0.337 ± 0.012  scratch 0.332 ± 0.031
+  python -m maskssl.main --config=configs/sma_protein.py:cpu
+  # random-mask baseline: --config.mask.mask_mode=random
+Variants: quick, cpu, reference (spec sizes, for accelerators).
 """
+import os
+
 import ml_collections
+
+SHARED = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(
+    __file__)), "..", "..", "shared", "data"))
+# task -> (selection metric, :cpu fine-tune epochs, :cpu labelled cap)
+_TASKS = {"deeploc": ("", 10.0, 0), "gb1": ("spearman", 10.0, 0),
+          "remote_homology": ("", 3.0, 0),
+          "stability": ("spearman", 2.0, 10_000)}
+_TAPE = ("remote_homology", "stability")
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "quick", "reference"):
-    raise ValueError(f"unknown variant {arg!r}; use ':quick', ':reference' "
-                     "or nothing")
-  quick, ref = arg == "quick", arg == "reference"
+  if arg not in (None, "", "quick", "reference", "cpu"):
+    raise ValueError(f"unknown variant {arg!r}; use ':quick', ':cpu', "
+                     "':reference' or nothing")
+  quick, ref, cpu = arg == "quick", arg == "reference", arg == "cpu"
   c = ml_collections.ConfigDict()
   c.method = "sma"
   c.seed = 0
-  c.batch_size = 8 if quick else (256 if ref else 16)
-  c.total_steps = 5 if quick else (50_000 if ref else 600)
+  c.batch_size = 8 if quick else (256 if ref else (32 if cpu else 16))
+  c.total_steps = 5 if quick else (50_000 if ref else
+                                   (6_000 if cpu else 600))
   c.num_epochs = 0.0
   c.log_every = 5 if quick else 100
   c.checkpoint_every = 1000 if not ref else 5000
@@ -53,10 +50,12 @@ def get_config(arg=None):
   c.async_checkpoints = True
 
   max_len = 128 if quick else (1024 if ref else 512)
-  c.data = dict(name="proteins", task="deeploc", data_dir="", path="",
+  c.data = dict(name="proteins", task="deeploc",
+                data_dir=SHARED if cpu else "", path="", test_path="",
                 max_len=max_len, val_fraction=0.1, split_seed=0, unknown="x",
                 max_train=64 if quick else 0, max_eval=64 if quick else 0,
-                max_pretrain=64 if quick else 0, pretrain_split="pretrain")
+                max_pretrain=64 if quick else 0, pretrain_split="pretrain",
+                pretrain_tasks=tuple(_TASKS) if cpu else ())
 
   e = 32 if quick else (512 if ref else 64)
   d = 32 if quick else (1024 if ref else 128)
@@ -90,17 +89,23 @@ def get_config(arg=None):
   c.parallel = dict(fsdp=False, fsdp_min_size=2 ** 14)
 
   c.evals = ml_collections.ConfigDict()
-  for task, metric in (("deeploc", ""), ("gb1", "spearman")):
+  for task, (metric, cpu_epochs, cap) in _TASKS.items():
+    overrides = dict(task=task)
+    if cpu and cap:  # a CPU-sized share of TAPE stability's 53,614 labels
+      overrides["max_train"] = cap
     c.evals[f"finetune_{task}"] = dict(
-        type="finetune", enabled=True, num_labels=(0,),
+        # TAPE needs data.data_dir (set by :cpu; elsewhere enable by hand)
+        type="finetune", enabled=cpu or task not in _TAPE,
+        num_labels=(0,),
         seeds=(0,) if quick else (0, 1, 2),
         inits=("pretrained", "scratch"),
         batch_size=8 if quick else 32,
-        total_steps=5 if quick else (0 if ref else 400),
-        num_epochs=30.0 if ref else 0.0,
-        eval_every=5 if quick else 100, log_every=5 if quick else 200,
+        total_steps=5 if quick else (0 if ref or cpu else 400),
+        num_epochs=30.0 if ref else (cpu_epochs if cpu else 0.0),
+        eval_every=5 if quick else (200 if cpu else 100),
+        log_every=5 if quick else 200,
         eval_batch_size=128, task="auto", verbose=not quick,
-        data_overrides=dict(task=task), select_metric=metric,
+        data_overrides=overrides, select_metric=metric,
         optim=dict(name="adamw", lr=5e-5 if ref else 1e-4, schedule="cosine",
                    warmup_steps=1000 if ref else (1 if quick else 40),
                    warmup_fraction=0.0, end_lr=0.0, weight_decay=0.01,

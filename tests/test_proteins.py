@@ -92,3 +92,39 @@ def test_shared_full_data(shared_data):
   g = proteins.load_split(proteins.default_config(
       task="gb1", max_len=300, data_dir=str(shared_data)), "val")
   assert len(g) == 699
+
+
+@pytest.mark.parametrize("task,kind,sizes", [
+    ("remote_homology", "multiclass", (12312, 736, 718)),
+    ("stability", "regression", (53614, 2512, 12851))])
+def test_tape_tasks_use_tapes_own_splits(shared_data, task, kind, sizes):
+  cfg = proteins.default_config(task=task, data_dir=str(shared_data),
+                                max_len=64)
+  parts = [proteins.load_split(cfg, s) for s in ("train", "val", "test")]
+  assert tuple(len(p) for p in parts) == sizes
+  assert all(p.meta["task"] == kind for p in parts)
+  if task == "remote_homology":
+    assert parts[0].meta["num_classes"] == 1195
+    assert parts[0].arrays["label"].max() == 1194
+  # every sequence longer than 63 residues is cropped, and counted
+  raw = proteins._tape(str(shared_data), task)["train"][0]
+  assert parts[0].meta["cropped"] == sum(len(s) > 63 for s in raw)
+  assert (parts[0].arrays["valid"].sum(1) <= 64).all()
+  with pytest.raises(DataError, match="data.data_dir"):
+    proteins.load_split(proteins.default_config(task=task), "train")
+
+
+def test_pretrain_tasks_and_test_path(tmp_path, capsys):
+  one = proteins.load_split(proteins.default_config(max_len=128), "pretrain")
+  both = proteins.load_split(proteins.default_config(
+      max_len=128, pretrain_tasks=("deeploc", "gb1")), "pretrain")
+  gb1_train = proteins.load_split(proteins.default_config(
+      task="gb1", max_len=128), "train")
+  assert len(both) == len(one) + len(gb1_train)
+  assert both.meta["cropped"] > 0
+  assert "cropped" in capsys.readouterr().err
+  test = tmp_path / "my_gb1.csv"
+  test.write_text("sequence,target\nMKTAYIAK,0.5\nMKTAYIAR,1.5\n")
+  t = proteins.load_split(proteins.default_config(
+      task="gb1", test_path=str(test), max_len=16), "test")
+  assert len(t) == 2 and t.arrays["label"].tolist() == [0.5, 1.5]

@@ -14,9 +14,19 @@ Tasks (``data.task``):
 * ``"gb1"``: FLIP GB1 ``sampled`` fitness regression, Spearman rho (meta
   task ``"regression"``; RMSE is reported too). ``train`` = set "train"
   without the validation flag, ``val`` = flagged rows, ``test`` = set "test".
+* ``"remote_homology"``: TAPE fold classification, 1,195 classes, top-1
+  accuracy (TAPE's metric; test = ``test_fold_holdout``), and
+  ``"stability"``: TAPE stability regression, Spearman rho. TAPE's own
+  train/valid/test splits, read from ``<data.data_dir>/tape/<task>/
+  {train,valid,test}.csv.gz`` (columns ``seq,label``; not shipped).
 
-``pretrain`` = unlabelled sequences: ``data.path`` (a user FASTA) or, by
-default, the training sequences of the task (never val/test).
+``pretrain`` = unlabelled sequences: ``data.path`` (a user FASTA) or the
+training sequences (never val/test) of ``data.pretrain_tasks`` (default:
+the task itself). ``data.test_path``: a labelled FASTA / CSV of the same
+kind replaces the test split. Sequences longer than ``max_len - 1``
+residues are cropped to their first ``max_len - 1`` (spec: keep the first
+``N_max - 1`` tokens, then SEP); the count is in ``meta["cropped"]`` and
+reported on stderr.
 
 Default data: compact subsets embedded in ``maskssl/resources`` (see
 ``PROTEINS_SOURCE.md``); ``data.data_dir`` points at a directory with
@@ -37,6 +47,7 @@ import gzip
 import importlib.resources
 import io
 import os
+import sys
 
 import ml_collections
 import numpy as np
@@ -56,7 +67,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   cfg = ml_collections.ConfigDict(dict(
       name="proteins", task="deeploc", data_dir="", path="", max_len=1024,
       val_fraction=0.1, split_seed=0, unknown="x", max_train=0, max_eval=0,
-      max_pretrain=0))
+      max_pretrain=0, pretrain_tasks=(), test_path=""))
   cfg.update(overrides)
   return cfg
 
@@ -196,6 +207,41 @@ def _gb1(data_dir: str):
   return {k: (v[0], np.asarray(v[1], np.float32)) for k, v in out.items()}
 
 
+TAPE_TASKS = {"remote_homology": "multiclass", "stability": "regression"}
+TAPE_SPLITS = {"train": "train", "val": "valid", "test": "test"}
+
+
+@functools.lru_cache(maxsize=4)
+def _tape(data_dir: str, task: str):
+  if not data_dir:
+    raise DataError(f"data.task={task!r} reads TAPE's splits from "
+                    f"<data.data_dir>/tape/{task}/ (not shipped): set "
+                    "data.data_dir, e.g. ../shared/data")
+  out = {}
+  for split, fname in TAPE_SPLITS.items():
+    path = os.path.join(data_dir, "tape", task, f"{fname}.csv.gz")
+    if not os.path.exists(path):
+      raise DataError(f"{path}: no such file (data.data_dir)")
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+      rows = list(csv.reader(f))
+    if not rows or [c.strip() for c in rows[0]] != ["seq", "label"]:
+      raise DataError(f"{path}:1: expected the header seq,label")
+    seqs, labels = [], []
+    for lineno, r in enumerate(rows[1:], start=2):
+      if len(r) != 2:
+        raise DataError(f"{path}:{lineno}: expected 2 columns, found {len(r)}")
+      try:
+        y = float(r[1])
+      except ValueError:
+        raise DataError(f"{path}:{lineno}: label {r[1]!r} is not a number"
+                        ) from None
+      seqs.append(r[0].strip().upper())
+      labels.append(y)
+    dtype = np.int32 if TAPE_TASKS[task] == "multiclass" else np.float32
+    out[split] = (seqs, np.asarray(labels).astype(dtype))
+  return out
+
+
 def _labelled(cfg):
   """{split: (sequences, labels)}, meta."""
   task = _get(cfg, "task", "deeploc")
@@ -214,9 +260,34 @@ def _labelled(cfg):
   elif task == "gb1":
     parts = dict(_gb1(data_dir))
     meta = dict(task="regression", num_classes=1)
+  elif task in TAPE_TASKS:
+    parts = dict(_tape(data_dir, task))
+    meta = (dict(task="multiclass", num_classes=1195)
+            if task == "remote_homology" else
+            dict(task="regression", num_classes=1))
   else:
-    raise DataError(f"data.task must be 'deeploc' or 'gb1', got {task!r}")
+    raise DataError(f"data.task must be one of deeploc, gb1, "
+                    f"{', '.join(TAPE_TASKS)}; got {task!r}")
+  test_path = _get(cfg, "test_path", "")
+  if test_path:
+    _, seqs, labels, _ = read_sequence_records(
+        test_path, _get(cfg, "unknown", "x"), meta.get("label_names"))
+    if labels is None:
+      raise DataError(f"{test_path}: data.test_path needs labels (a label / "
+                      "target column, or DeepLoc-style FASTA descriptions)")
+    parts["test"] = (seqs, np.asarray(labels).astype(parts["train"][1].dtype))
   return parts, meta
+
+
+def _encode(seqs, max_len: int, what: str, meta: dict):
+  """Byte tokens; counts (and reports) the sequences that are cropped."""
+  cropped = sum(len(s) > max_len - 1 for s in seqs)
+  if cropped:
+    print(f"[proteins] {what}: cropped {cropped} of {len(seqs)} sequences "
+          f"longer than {max_len - 1} residues to their first {max_len - 1}",
+          file=sys.stderr, flush=True)
+  meta.update(cropped=int(cropped), num_sequences=len(seqs))
+  return tokenizer.encode(seqs, max_len)
 
 
 def load_split(cfg, split: str) -> ArrayDataset:
@@ -231,10 +302,17 @@ def load_split(cfg, split: str) -> ArrayDataset:
       _, _, seqs, n_unk = read_fasta(path, _get(cfg, "unknown", "x"))
       meta.update(unknown_letters=n_unk, source=path)
     else:
-      seqs = _labelled(cfg)[0]["train"][0]
+      seqs = []
+      tasks = tuple(_get(cfg, "pretrain_tasks", ()) or ()) or (
+          _get(cfg, "task", "deeploc"),)
+      for t in tasks:
+        sub = ml_collections.ConfigDict(dict(cfg))
+        sub.task, sub.test_path = t, ""
+        seqs += _labelled(sub)[0]["train"][0]
+      meta.update(pretrain_tasks=list(tasks))
     limit = int(_get(cfg, "max_pretrain", 0) or 0)
     seqs = seqs[:limit] if limit else seqs
-    tokens, valid = tokenizer.encode(seqs, max_len)
+    tokens, valid = _encode(seqs, max_len, "pretrain", meta)
     return ArrayDataset(dict(tokens=tokens, valid=valid), meta)
   parts, tmeta = _labelled(cfg)
   seqs, labels = parts[split]
@@ -242,7 +320,7 @@ def load_split(cfg, split: str) -> ArrayDataset:
               or 0)
   if limit:
     seqs, labels = seqs[:limit], labels[:limit]
-  tokens, valid = tokenizer.encode(seqs, max_len)
+  tokens, valid = _encode(seqs, max_len, split, meta)
   meta.update(tmeta)
   return ArrayDataset(dict(tokens=tokens, valid=valid, label=labels), meta)
 
