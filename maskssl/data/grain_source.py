@@ -160,9 +160,13 @@ class _PermCache:
     with self._lock:
       p = self._cache.get(epoch)
       if p is None:
-        p = epoch_permutation(self.n, self.seed, epoch)
-        if self.n < 2 ** 31:  # same values, half the memory
-          p = p.astype(np.int32)
+        if self.n < 2 ** 31:
+          # = epoch_permutation (Generator.shuffle draws the same swaps
+          # for any dtype) at 4 bytes per example, without an int64 copy
+          p = np.arange(self.n, dtype=np.int32)
+          np.random.default_rng([self.seed, int(epoch)]).shuffle(p)
+        else:
+          p = epoch_permutation(self.n, self.seed, epoch)
         self._cache = {e: v for e, v in self._cache.items() if e >= epoch - 1}
         self._cache[epoch] = p
       return p
@@ -283,6 +287,9 @@ class BatchLoader:
                              prefetch_buffer_size=max(0, o.prefetch))
     it_ds = ds.to_iter_dataset(read)
     if workers:
+      from absl import flags  # pylint: disable=import-outside-toplevel
+      if not flags.FLAGS.is_parsed():  # grain reads absl flags (library use)
+        flags.FLAGS.mark_as_parsed()
       it_ds = it_ds.mp_prefetch(
           grain.MultiprocessingOptions(
               num_workers=workers,

@@ -189,12 +189,24 @@ class LineIndex:
   """Start offsets and lengths (without ``\\r\\n``) of the non-empty lines of
   a text file; 12 bytes per line in memory."""
 
-  def __init__(self, path: str, chunk: int = 1 << 24):
+  def __init__(self, path: str, chunk: int = 1 << 20):
     self.path = path
-    starts, lengths = [], []
     size = os.path.getsize(path)
+    # pass 1 counts the lines, pass 2 fills preallocated arrays: no growing
+    # lists (the peak is the index itself plus one chunk)
+    count = 0
     with open(path, "rb") as f:
-      base, carry, last = 0, 0, 0   # carry: start of the unfinished line
+      while True:
+        buf = f.read(chunk)
+        if not buf:
+          break
+        count += int(np.count_nonzero(np.frombuffer(buf, np.uint8) == 10))
+        last = buf[-1]
+    tail = 1 if size and last != 10 else 0   # last line without a newline
+    st = np.empty(count + tail, np.int64)
+    ln = np.empty(count + tail, np.int32)
+    with open(path, "rb") as f:
+      base, carry, last, k = 0, 0, 0, 0   # carry: start of the open line
       while True:
         buf = f.read(chunk)
         if not buf:
@@ -207,24 +219,22 @@ class LineIndex:
           cr[inner] = a[loc[inner] - 1] == 13
           cr[~inner] = last == 13
           nl = loc + base
-          st = np.concatenate([[carry], nl[:-1] + 1])
-          starts.append(st)
-          lengths.append(nl - st - cr)
+          s = st[k:k + len(loc)]
+          s[0] = carry
+          s[1:] = nl[:-1] + 1
+          ln[k:k + len(loc)] = nl - s - cr
+          k += len(loc)
           carry = int(nl[-1]) + 1
         last = int(a[-1])
         base += len(buf)
-      if carry < size:      # last line without a newline
-        starts.append(np.asarray([carry]))
-        lengths.append(np.asarray([size - carry - (last == 13)]))
-    st = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    ln = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    keep = ln > 0
-    self.line_numbers = None
-    if not keep.all():
-      self.line_numbers = np.flatnonzero(keep).astype(np.int64) + 1
-      st, ln = st[keep], ln[keep]
-    self.starts, self.lengths = st.astype(np.int64), ln.astype(np.int32)
+      if tail:
+        st[k], ln[k] = carry, size - carry - (last == 13)
+    self.starts, self.lengths = st, ln
+    self.line_numbers, self.first_line = None, 1
     self.file = _File(path)
+    keep = ln > 0
+    if not keep.all():
+      self.select(keep)
 
   def __len__(self) -> int:
     return len(self.starts)
@@ -235,14 +245,27 @@ class LineIndex:
   def lineno(self, i: int) -> int:
     """1-based line number of indexed line ``i`` in the file."""
     return int(self.line_numbers[i]) if self.line_numbers is not None \
-        else int(i) + 1
+        else int(i) + self.first_line
 
   def select(self, keep: np.ndarray):
-    """Keep only the lines ``keep`` (bool mask or indices), in order."""
-    ln = (self.line_numbers if self.line_numbers is not None
-          else np.arange(1, len(self.starts) + 1, dtype=np.int64))
-    self.starts, self.lengths = self.starts[keep], self.lengths[keep]
-    self.line_numbers = ln[keep]
+    """Keep only the lines ``keep`` (bool mask), in order. Dropping a head
+    and / or tail (a header, ``max_rows``) is a view: no n-sized copies."""
+    keep = np.asarray(keep, bool)
+    idx = np.flatnonzero(keep) if not keep.all() else None
+    if idx is None:
+      return
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx) or not len(idx):
+      lo, hi = (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, 0)
+      self.starts, self.lengths = self.starts[lo:hi], self.lengths[lo:hi]
+      if self.line_numbers is not None:
+        self.line_numbers = self.line_numbers[lo:hi]
+      else:
+        self.first_line += lo
+      return
+    ln = (self.line_numbers[idx] if self.line_numbers is not None
+          else idx.astype(np.int64) + self.first_line)
+    self.starts, self.lengths = self.starts[idx], self.lengths[idx]
+    self.line_numbers = ln
 
   def chunks(self, size: int = 1 << 16):
     """(first index, [bytes of lines i .. i + size - 1])."""
@@ -553,8 +576,9 @@ class NpzArrays:
           start = zi.header_offset + 30 + nlen + xlen
           f.seek(start)
           version = np.lib.format.read_magic(f)
-          shape, fortran, dtype = np.lib.format._read_array_header(  # pylint: disable=protected-access
-              f, version)
+          read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+          shape, fortran, dtype = read(f)
           if fortran or dtype.hasobject:
             with np.load(path, allow_pickle=False) as npz:
               self._loaded[k] = npz[k]
@@ -668,11 +692,22 @@ def file_backed(data_config, auto: bool) -> bool:
   return not bool(v)
 
 
+def text_size(path: str) -> int:
+  """Bytes of a text file, uncompressed (``.gz``: the size in its trailer,
+  modulo 4 GiB)."""
+  if path.endswith(".gz"):
+    with open(path, "rb") as f:
+      f.seek(-4, os.SEEK_END)
+      return max(int.from_bytes(f.read(4), "little"), os.path.getsize(path))
+  return os.path.getsize(path)
+
+
 def big_file(data_config, *paths: str) -> bool:
-  """Any of ``paths`` larger than ``data.in_memory_max_mb`` (default 64)."""
+  """Any of ``paths`` (uncompressed) larger than ``data.in_memory_max_mb``
+  (default 32)."""
   from maskssl.config_utils import cfg_get  # pylint: disable=import-outside-toplevel
-  limit = float(cfg_get(data_config, "in_memory_max_mb", 64)) * 2 ** 20
-  return any(p and os.path.isfile(p) and os.path.getsize(p) > limit
+  limit = float(cfg_get(data_config, "in_memory_max_mb", 32)) * 2 ** 20
+  return any(p and os.path.isfile(p) and text_size(p) > limit
              for p in paths)
 
 

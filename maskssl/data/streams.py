@@ -2,7 +2,7 @@
 SMILES lines, FASTA records, read one record at a time by the grain loader
 (the in-memory readers are in tabular.py, molecules.py and proteins.py).
 
-Used when ``data.path`` is larger than ``data.in_memory_max_mb`` (64 MB)
+Used when the file is larger than ``data.in_memory_max_mb`` (32 MB)
 or ``data.in_memory=False``; the shipped samples stay in memory. Only an
 index stays in memory (12 bytes per line, plus 1 byte per HIGGS label);
 ``.gz`` files are decompressed once into ``data.cache_dir``. Records are
@@ -18,10 +18,11 @@ loaded array, equal to ~1e-15 relative).
   file by row too. Rows that are malformed (column count, non-numeric,
   non-finite, label not 0/1) are an error naming file and line, or with
   ``data.bad_records="skip"`` dropped with a counted warning naming them.
-* ``moleculenet`` pretraining: ``data.path`` one SMILES per line (first
-  field) or a CSV with a ``smiles`` column, packed (``data.pack``) exactly
-  as :func:`maskssl.data.tokenizer.pack` packs them; a bare ``SMILES``
-  header line (MOSES) is skipped.
+* ``moleculenet`` pretraining: the ``data.corpus`` files (one SMILES per
+  line, first field, or a CSV column; ``corpus_max`` seeded sample;
+  evaluated molecules removed; as :mod:`maskssl.data.molecules` reads
+  them), packed (``data.pack``) exactly as :func:`maskssl.data.tokenizer.
+  pack` packs them.
 * ``proteins`` pretraining: ``data.path`` FASTA records (letters upper-
   cased, ``*`` dropped, unknown letters -> ``X`` or an error as
   ``data.unknown``); duplicate IDs are not checked here.
@@ -33,13 +34,14 @@ import functools
 import io
 import os
 import sys
+from typing import Sequence
 
 import numpy as np
 
 from maskssl.config_utils import cfg_get
 from maskssl.data import records
 from maskssl.data import tokenizer
-from maskssl.data.base import ArrayDataset, DataError
+from maskssl.data.base import ArrayDataset, DataError, split_indices
 
 _get = cfg_get
 
@@ -81,7 +83,15 @@ class _Table:
       bad.append(f"{where}: {msg}")
       keep[j] = False
 
-    for s, chunk in self.lines.chunks():
+    if len(self.lines):   # a header: the first line, if not numeric
+      cells = next(csv.reader([self.lines.line(0).decode("utf-8",
+                                                          "replace")]))
+      if self.lines.lineno(0) == 1 and not all(_is_float(c) for c in cells):
+        head = np.ones(len(self.lines), bool)
+        head[0] = False
+        self.lines.select(head)
+        keep, labels = keep[1:], labels[1:]
+    for s, chunk in self.lines.chunks(4096):   # ~1.3 MB of HIGGS text
       try:
         a = np.loadtxt(io.BytesIO(b"\n".join(chunk)), delimiter=",",
                        dtype=np.float64, ndmin=2)
@@ -135,7 +145,7 @@ class _Table:
       labels = labels[keep]
     if max_rows and len(self.lines) > max_rows:
       # the sums must then cover the first max_rows rows only: recount
-      self.lines.select(np.arange(max_rows))
+      self.lines.select(np.arange(len(self.lines)) < max_rows)
       labels = labels[:max_rows]
       shift, s1, s2 = self._sums(np.arange(max_rows), label_column)
     if not len(self.lines):
@@ -274,11 +284,7 @@ def _higgs_parts(key: tuple):
   table = _table(_stat_key(path), cfg["label_column"], cfg["max_rows"],
                  cfg["bad_records"], cfg["cache"])
   test_path = cfg["test_path"]
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  scfg = ml_collections.ConfigDict(dict(
-      test_size=cfg["test_size"], val_size=cfg["val_size"],
-      split_seed=cfg["split_seed"], train_pool_size=cfg["train_pool_size"]))
-  parts = tabular._splits(scfg, len(table), own_test=not test_path)  # pylint: disable=protected-access
+  parts = _held_parts(cfg, len(table), own_test=not test_path)
   held = np.concatenate([parts["val"], parts.get("test", [])]).astype(np.int64)
   held_x = table.features(np.sort(held))
   test = None
@@ -307,6 +313,31 @@ def _higgs_parts(key: tuple):
   return table, parts, held, extra, mean, std, meta, test
 
 
+def _held_parts(cfg: dict, n: int, own_test: bool) -> dict:
+  """tabular._splits' val / test rows, without its n-sized pretraining and
+  pool arrays (those only for the ``train`` split: :func:`_train_rows`)."""
+  test, val = int(cfg["test_size"]) if own_test else 0, int(cfg["val_size"])
+  if test + val >= n:
+    raise DataError(f"data set has {n} rows, too few for test_size={test} + "
+                    f"val_size={val} and a pretraining split")
+  parts = split_indices(n, dict(test=test / n, val=val / n),
+                        cfg["split_seed"])
+  if not own_test:
+    parts.pop("test", None)
+  return parts
+
+
+def _train_rows(cfg: dict, n: int, held: np.ndarray) -> np.ndarray:
+  """tabular._splits' labelled pool: the first ``train_pool_size`` rows of
+  the pretraining rows in a seeded order."""
+  keep = np.ones(n, bool)
+  keep[held] = False
+  pretrain = np.flatnonzero(keep)
+  order = np.random.default_rng([int(cfg["split_seed"]), 1]).permutation(
+      len(pretrain))
+  return pretrain[order[:min(int(cfg["train_pool_size"]), len(pretrain))]]
+
+
 def _higgs_key(cfg) -> tuple:
   from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
   d = tabular.default_config()
@@ -323,59 +354,65 @@ def _higgs_key(cfg) -> tuple:
 
 
 def higgs_source(cfg, split: str):
-  table, parts, held, extra, mean, std, meta, test = _higgs_parts(
-      _higgs_key(cfg))
+  key = _higgs_key(cfg)
+  table, parts, held, extra, mean, std, meta, test = _higgs_parts(key)
   if split == "pretrain":
     return HiggsRows(table, held, extra, mean, std, dict(meta))
   if split == "test" and test is not None:
     feats, labels = test
-  elif split in parts:
-    rows = parts[split]
+  elif split in parts or split == "train":
+    rows = (parts[split] if split != "train" else
+            _train_rows(dict(key), len(table), held))
     order = np.argsort(rows)
     feats = np.empty((len(rows), len(table.shift)), np.float32)
     feats[order] = table.features(rows[order])
     labels = table.labels[rows].astype(np.int32)
   else:
-    raise DataError(f"unknown split {split!r}; use {sorted(parts)}")
+    raise DataError(f"unknown split {split!r}; use "
+                    f"{sorted(set(parts) | {'pretrain', 'train'})}")
   return ArrayDataset(_higgs_arrays(feats, labels, mean, std), dict(meta))
 
 
 # ----------------------------------------------------------------- SMILES --
-class SmilesRows:
-  """Packed (or one-per-row) SMILES lines of a file, tokenized on read."""
+def _cells(line: str) -> list[str]:
+  """csv.reader's cells of one line (str.split when nothing is quoted)."""
+  return line.split(",") if '"' not in line else next(csv.reader([line]))
 
-  def __init__(self, path: str, max_len: int, pack: bool, limit: int,
-               cache: str):
-    self.path, self.max_len = path, max_len
-    lines = records.LineIndex(records.seekable(path, cache))
-    keep = np.ones(len(lines), bool)
-    nbytes = np.zeros(len(lines), np.int64)
-    col = None
-    for s, chunk in lines.chunks():
-      for k, line in enumerate(chunk):
-        j = s + k
-        text = line.strip()
-        if j == 0:
-          cells = [c.strip().lower() for c in next(csv.reader(
-              [line.decode("utf-8", "replace")]))]
-          if "smiles" in cells:   # header: CSV column, or a bare "SMILES"
-            col = cells.index("smiles") if len(cells) > 1 else None
-            keep[j] = False
-            continue
-        if not text or text.startswith(b"#"):
-          keep[j] = False
-          continue
-        field = self._field(line, col)
-        if not field:
-          keep[j] = False
-          continue
-        nbytes[j] = len(field)
-    self.col = col
-    lines.select(keep)
-    nbytes = nbytes[keep]
-    self.lines = lines
-    if not len(lines):
-      raise DataError(f"{path}: no SMILES found")
+
+class SmilesRows:
+  """The pretraining corpus of :mod:`maskssl.data.molecules` (``data.corpus``
+  files: one SMILES per line, first field, or a CSV column; ``corpus_max``
+  seeded sample; eval molecules removed), packed (or one per row) exactly
+  as ``molecules.load_split`` packs them, tokenized on read."""
+
+  def __init__(self, paths: Sequence[str], column: str, max_len: int,
+               pack: bool, corpus_max: int, exclude: frozenset,
+               limit: int, cache: str):
+    self.max_len = max_len
+    self.files, self.cols, parts = [], [], []
+    for fi, path in enumerate(paths):
+      lines = records.LineIndex(records.seekable(path, cache))
+      col, keep, nbytes, out = self._scan(path, lines, column, exclude)
+      lines.select(keep)
+      self.files.append((path, lines))
+      self.cols.append(col)
+      parts.append((np.full(len(lines), fi, np.int16),
+                    np.arange(len(lines), dtype=np.int64), nbytes[keep],
+                    out[keep]))
+    fid = np.concatenate([p[0] for p in parts])
+    pos = np.concatenate([p[1] for p in parts])
+    nbytes = np.concatenate([p[2] for p in parts])
+    excluded = np.concatenate([p[3] for p in parts])
+    total = len(fid)
+    if not total:
+      raise DataError(f"{', '.join(paths)}: no SMILES found")
+    if corpus_max and corpus_max < total:  # molecules' seeded sample
+      pick = np.sort(np.random.default_rng(0).choice(total, corpus_max,
+                                                     replace=False))
+      fid, pos, nbytes, excluded = (fid[pick], pos[pick], nbytes[pick],
+                                    excluded[pick])
+    keep = ~excluded
+    self.fid, self.pos, nbytes = fid[keep], pos[keep], nbytes[keep]
     if pack:   # tokenizer.pack's greedy rule on the encoded lengths
       lens = np.minimum(nbytes, max_len - 1) + 1
       starts, cur = [0], 0
@@ -392,35 +429,82 @@ class SmilesRows:
     if limit:
       self.rows = min(self.rows, limit)
     self.meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
-                     max_len=max_len, num_smiles=len(lines), packed=pack,
-                     file_backed=True, source=path)
+                     max_len=max_len, num_smiles=int(len(self.fid)),
+                     packed=pack, file_backed=True, source=",".join(paths))
 
   @staticmethod
-  def _field(line: bytes, col) -> bytes:
-    if col is not None:
-      row = next(csv.reader([line.decode("utf-8", "replace")]))
-      return row[col].strip().encode("utf-8") if len(row) > col else b""
-    parts = line.split()
-    return parts[0] if parts else b""
+  def _scan(path, lines, column, exclude):
+    """As molecules.read_smiles_file: CSV mode when the first non-blank
+    line names the column (default ``smiles``, any case), else the first
+    field of each line that is not blank or a ``#`` comment."""
+    n = len(lines)
+    keep = np.zeros(n, bool)
+    nbytes = np.zeros(n, np.int64)
+    out = np.zeros(n, bool)
+    col = None
+    want = (column or "smiles").lower()
+    first = True
+    for s, chunk in lines.chunks():
+      for k, raw in enumerate(chunk):
+        j = s + k
+        text = raw.decode("utf-8", "replace")
+        if first and text.strip():
+          first = False
+          cells = [c.strip().lower() for c in next(csv.reader([text]))]
+          if want in cells:
+            col = cells.index(want)
+          elif column:
+            raise DataError(f"{path}:1: no {column!r} column in header "
+                            f"{cells} (data.corpus_column)")
+        if col is not None:
+          if lines.lineno(j) == 1:
+            continue
+          row = _cells(text)
+          if not row or all(not c.strip() for c in row):
+            continue
+          if len(row) <= col:
+            raise DataError(f"{path}:{lines.lineno(j)}: no {want!r} column "
+                            "value")
+          field = row[col].strip()
+        else:
+          if not text.strip() or text.lstrip().startswith("#"):
+            continue
+          field = text.split()[0]
+        if not field:
+          continue
+        keep[j] = True
+        nbytes[j] = len(field.encode("utf-8"))
+        out[j] = field in exclude
+    return col, keep, nbytes, out
 
   def __len__(self):
     return self.rows
 
+  def _where(self, j: int) -> tuple[str, int]:
+    path, lines = self.files[int(self.fid[j])]
+    return path, lines.lineno(int(self.pos[j]))
+
   def describe(self, i: int) -> str:
-    a = int(self.bounds[int(i)])
-    return f"{self.path}:{self.lines.lineno(a)}"
+    path, line = self._where(int(self.bounds[int(i)]))
+    return f"{path}:{line}"
+
+  def smiles(self, j: int) -> str:
+    f = int(self.fid[j])
+    raw = self.files[f][1].line(int(self.pos[j]))
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      path, line = self._where(j)
+      raise DataError(f"{path}:{line}: not UTF-8 ({e})") from None
+    if self.cols[f] is not None:
+      return _cells(text)[self.cols[f]].strip()
+    return text.split()[0]
 
   def __getitem__(self, i: int) -> dict:
     i = int(i)
     ids: list[int] = []
     for j in range(int(self.bounds[i]), int(self.bounds[i + 1])):
-      field = self._field(self.lines.line(j), self.col)
-      try:
-        field.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise DataError(f"{self.path}:{self.lines.lineno(j)}: not UTF-8 "
-                        f"({e})") from None
-      ids += tokenizer.encode_ids(field, self.max_len)
+      ids += tokenizer.encode_ids(self.smiles(j), self.max_len)
     tokens = np.full(self.max_len, tokenizer.PAD, np.int32)
     tokens[:len(ids)] = ids[:self.max_len]
     return dict(tokens=tokens, valid=tokens != tokenizer.PAD)
@@ -480,14 +564,28 @@ def load_source(cfg, split: str):
   path = _get(cfg, "path", "")
   if name == "higgs":
     return higgs_source(cfg, split) if _higgs_streaming(cfg) else None
-  if split != "pretrain" or not path or not records.file_backed(
-      cfg, auto=records.big_file(cfg, path)):
+  if split != "pretrain":
     return None
   if name == "moleculenet":
-    return SmilesRows(path, int(_get(cfg, "max_len", 128)),
-                      bool(_get(cfg, "pack", True)),
-                      int(_get(cfg, "max_pretrain", 0) or 0),
-                      records.cache_dir(cfg))
+    corpus = [p.strip() for p in str(_get(cfg, "corpus", "") or "").split(
+        ",") if p.strip()]
+    if not corpus or not records.file_backed(
+        cfg, auto=records.big_file(cfg, *corpus)):
+      return None
+    from maskssl.data import molecules  # pylint: disable=import-outside-toplevel
+    exclude = frozenset(molecules._eval_smiles(cfg) if _get(  # pylint: disable=protected-access
+        cfg, "pretrain_exclude_eval", True) else ())
+    src = SmilesRows(corpus, _get(cfg, "corpus_column", "") or "",
+                     int(_get(cfg, "max_len", 128)),
+                     bool(_get(cfg, "pack", True)),
+                     int(_get(cfg, "corpus_max", 0) or 0), exclude,
+                     int(_get(cfg, "max_pretrain", 0) or 0),
+                     records.cache_dir(cfg))
+    src.meta["task_name"] = _get(cfg, "task", "bbbp")
+    return src
+  if not path or not records.file_backed(
+      cfg, auto=records.big_file(cfg, path)):
+    return None
   if name == "proteins":
     return FastaRows(path, int(_get(cfg, "max_len", 1024)),
                      _get(cfg, "unknown", "x"),
