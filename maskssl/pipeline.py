@@ -111,7 +111,7 @@ def _arm_table(res: dict) -> list[str] | None:
   lines = [head + "   (test at best val)"]
   for (n, metric), row in sorted(cells.items(),
                                  key=lambda kv: (int(kv[0][0][1:]), kv[0][1])):
-    txt = f"   {n[1:]:<7s}{metric:<10s}"
+    txt = f"   {(n[1:] if n != 'n0' else 'all'):<7s}{metric:<10s}"
     for i in inits:
       m, sd = row.get(i, (float("nan"), None))
       cell = f"{m:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
