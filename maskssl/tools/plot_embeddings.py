@@ -2,7 +2,7 @@ r"""2-D picture of embeddings written by ``python -m maskssl.embed``::
 
     python -m maskssl.tools.plot_embeddings --emb=emb.npy|emb.csv \
         [--ids=emb.ids.csv] --method=tsne|pca|umap --out=plot.png \
-        [--max_points=5000] [--seed=0] [--perplexity=30] [--title=...]
+        [--max_points=5000] [--seed=0] [--perplexity=30] [--tsne_iter=1000]
 
 Projections: ``pca`` (numpy SVD of the centred embeddings; the axes say
 how much variance each component explains), ``tsne`` (scikit-learn, PCA
@@ -40,7 +40,7 @@ def _pyplot():
 
 
 def project(emb: np.ndarray, method: str = "pca", seed: int = 0,
-            perplexity: float = 30.0):
+            perplexity: float = 30.0, tsne_iter: int = 1000):
   """(N, 2) coordinates and the two axis labels."""
   x = np.asarray(emb, np.float64)
   n = len(x)
@@ -66,6 +66,7 @@ def project(emb: np.ndarray, method: str = "pca", seed: int = 0,
                       "scikit-learn); or use --method=pca") from None
     perp = float(min(perplexity, max(1.0, (n - 1) / 3)))
     xy = TSNE(n_components=2, init="pca", perplexity=perp,
+              max_iter=max(250, int(tsne_iter)),
               random_state=seed).fit_transform(x)
     return xy, (f"t-SNE 1 (perplexity {perp:g})", "t-SNE 2")
   if method == "umap":
@@ -90,7 +91,7 @@ def plot(xy: np.ndarray, labels, label_names, out: str, title: str,
   """Scatter ``xy`` coloured by ``labels``; writes the PNG ``out``."""
   plt = _pyplot()
   n = len(xy)
-  size = float(np.clip(3000 / max(n, 1), 2, 40))
+  size = float(np.clip(10000 / max(n, 1), 4, 40))
   fig, ax = plt.subplots(figsize=(8.5, 7))
   if labels is None:
     ax.scatter(xy[:, 0], xy[:, 1], s=size, c="tab:blue", alpha=0.7,
@@ -134,7 +135,7 @@ def plot(xy: np.ndarray, labels, label_names, out: str, title: str,
 def plot_embeddings(emb_path: str, out: str, method: str = "pca",
                     ids_path: str | None = None, max_points: int = 5000,
                     seed: int = 0, perplexity: float = 30.0,
-                    title: str | None = None) -> dict:
+                    title: str | None = None, tsne_iter: int = 1000) -> dict:
   """Read, subsample, project and plot; returns a small summary dict."""
   from maskssl.embed import read_embeddings
   if method not in ("tsne", "pca", "umap"):
@@ -148,7 +149,7 @@ def plot_embeddings(emb_path: str, out: str, method: str = "pca",
                                                      replace=False))
   emb = emb[idx]
   labels = labels[idx] if labels is not None else None
-  xy, axes = project(emb, method, seed, perplexity)
+  xy, axes = project(emb, method, seed, perplexity, tsne_iter)
   shown = (f"{len(idx):,} of {n_all:,} points (random subset)"
            if len(idx) < n_all else f"{n_all:,} points")
   name = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[method]
@@ -171,11 +172,13 @@ def main(argv=None) -> int:
   p.add_argument("--max_points", type=int, default=5000)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--perplexity", type=float, default=30.0)
+  p.add_argument("--tsne_iter", type=int, default=1000,
+                 help="t-SNE optimisation steps (>= 250)")
   p.add_argument("--title", default=None)
   a = p.parse_args(sys.argv[1:] if argv is None else argv)
   try:
     info = plot_embeddings(a.emb, a.out, a.method, a.ids, a.max_points,
-                           a.seed, a.perplexity, a.title)
+                           a.seed, a.perplexity, a.title, a.tsne_iter)
   except (PlotError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
