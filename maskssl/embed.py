@@ -31,7 +31,9 @@ in training, then encoded with the method's eval-mode ``encode``:
 
 Without ``--data.path`` the run's own configured data is embedded: the
 ``--split`` split(s) (default ``test``; a comma list, or ``all`` = train,
-val, test where they exist) through ``enc.load_data``, ids ``split/i``.
+val, test where they exist) through ``enc.load_data``, ids ``split/i``
+(``pretrain`` is allowed too, but for ``cifar10_pixels`` it holds the
+offline crops and for ``moleculenet`` packed rows, not one row per example).
 ``--data.<key>=VALUE`` overrides the run's data config (unknown keys are
 errors; values are parsed as the key's type).
 

@@ -306,7 +306,8 @@ class ImageRecords:
   ``.npz`` labels; class index = position in ``class_names`` when given
   and every folder name is one of them (a run's CIFAR names), else in the
   sorted folder names (as ``torchvision.datasets.ImageFolder``); digit
-  folders ``0``, ``1``, ... index ``class_names`` directly. ``labels``
+  folders ``0`` .. ``K-1`` for ``K`` class names index them directly (PCam).
+  ``labels``
   is None when there are none. Unreadable files raise :class:`DataError`
   naming the file / member.
   """
@@ -361,8 +362,8 @@ class ImageRecords:
       if class_names and set(found) <= set(class_names):
         names = list(class_names)
         index = {c: k for k, c in enumerate(names)}
-      elif class_names and all(f.isdigit() and int(f) < len(class_names)
-                               for f in found):
+      elif class_names and len(found) == len(class_names) and all(
+          f.isdigit() and int(f) < len(class_names) for f in found):
         names = list(class_names)   # PCam-style folders "0", "1"
         index = {f: int(f) for f in found}
       else:
