@@ -339,6 +339,12 @@ def test_classifier_import_and_official_finetune_path(cases):
   # without shapes the structure is read from the names
   p2 = I.import_official(_state_dict(z, "c"))
   jax.tree.map(np.testing.assert_array_equal, p2, p)
+  # a classifier exports with the official classifier names, bitwise
+  sd = _state_dict(z, "c")
+  out = I.export_params(p)
+  assert list(out) == list(z["c_state_dict_keys"])
+  for k, v in out.items():
+    np.testing.assert_array_equal(v, sd[k], err_msg=k)
 
 
 def test_state_dict_errors_name_each_tensor(cases):

@@ -13,24 +13,25 @@ latents, layer 1 and the self-attention layers), the reconstruction decoder
 (``teacher.reconstruction_decoder`` of ``SMAForSSL``) and the fine-tuning head
 (``perceiver.decoder`` of ``SMAForSequenceClassification``).
 
-Name mapping (torch ``named_parameters`` -> maskssl param tree):
+Name mapping (torch ``named_parameters`` -> maskssl param tree)::
 
-=====================================================================  =====================================
-``perceiver.input_preprocessor.input_projection``   (continuous)       ``encoder/preprocessor/embed`` (Dense)
-``perceiver.input_preprocessor.embeddings``          (bytes)            ``encoder/preprocessor/embed/embedding``
-``perceiver.input_preprocessor.position_embeddings.weight``            ``encoder/preprocessor/pos_emb``
-``perceiver.input_preprocessor.layernorm``  (eps 1e-12)                ``encoder/preprocessor/norm``
-``perceiver.encoding_latents.latents``      (perceiver mode)           ``encoder/latents``
-``perceiver.encoder.cross_attention``        (layer 1, both modes)     ``encoder/layer_0``
-``perceiver.encoder.self_attends.{i}``                                 ``encoder/layer_{i+1}``
-``teacher.reconstruction_decoder.decoder_latents.latents``             ``decoder/queries``
-``teacher.reconstruction_decoder.pre_layernorm``                       ``decoder/ln_pre``
-``teacher.reconstruction_decoder.decoding_cross_attention``            ``decoder/layer``
-``teacher.reconstruction_decoder.final_layernorm`` (eps 1e-12)         ``decoder/ln_final``
-``teacher.reconstruction_decoder.final_project``                       ``decoder/out``
-``perceiver.decoder.{decoder_latents.latents, pre_layernorm,           ``head/{query, ln_pre, layer, ln, out}``
-decoding_cross_attention, final_layernorm, final_project}``
-=====================================================================  =====================================
+    perceiver.input_preprocessor.input_projection (continuous)  encoder/preprocessor/embed
+    perceiver.input_preprocessor.embeddings.weight (bytes)      encoder/preprocessor/embed/embedding
+    perceiver.input_preprocessor.position_embeddings.weight     encoder/preprocessor/pos_emb
+    perceiver.input_preprocessor.layernorm (eps 1e-12)          encoder/preprocessor/norm
+    perceiver.encoding_latents.latents (perceiver mode)         encoder/latents
+    perceiver.encoder.cross_attention (layer 1, both modes)     encoder/layer_0
+    perceiver.encoder.self_attends.{i}                          encoder/layer_{i+1}
+    teacher.reconstruction_decoder.decoder_latents.latents      decoder/queries
+    teacher.reconstruction_decoder.pre_layernorm                decoder/ln_pre
+    teacher.reconstruction_decoder.decoding_cross_attention     decoder/layer
+    teacher.reconstruction_decoder.final_layernorm (eps 1e-12)  decoder/ln_final
+    teacher.reconstruction_decoder.final_project                decoder/out
+    perceiver.decoder.decoder_latents.latents (classifier)      head/query
+    perceiver.decoder.pre_layernorm                             head/ln_pre
+    perceiver.decoder.decoding_cross_attention                  head/layer
+    perceiver.decoder.final_layernorm (eps 1e-12)               head/ln
+    perceiver.decoder.final_project                             head/out
 
 Inside one layer (``SMALayer``): ``attention.attention.layernorm1`` ->
 ``ln_a``, ``attention.attention.{query,key,value}`` -> ``q`` + ``kv`` (cross
@@ -60,6 +61,16 @@ Layout quirks:
   e.g. a deduplicated safetensors file) and checks that aliases agree;
   export writes every alias, so ``SMAForSSL(config).load_state_dict(sd,
   strict=True)`` loads the file as is.
+* In transformer mode (``encoder_type="self_attention"``) layer 1 is still
+  named ``cross_attention`` (its K / V read the raw embeddings, Q the
+  normalised ones), and it uses the *self*-attention sizes; the official
+  ``num_cross_attention_heads`` / ``encoder_cross_attention_channels`` are
+  dead there (kept in ``cross_heads`` / ``cross_qk_dim`` for the round trip).
+* LayerNorm eps is not stored: 1e-12 for the preprocessor and the final
+  decoder / head LayerNorms, 1e-5 elsewhere, in both codes.
+* The official fine-tuning path (``SMAForSequenceClassification
+  .from_pretrained`` of an ``SMAForSSL`` checkpoint) keeps ``perceiver.*``
+  and drops ``teacher.*``: ``import_official(sd, parts=("encoder",))``.
 * ``num_blocks > 1`` (the official weight-shared repetition of the self
   layers) and ``share_decoder_queries=True`` have no maskssl equivalent and
   are rejected by :func:`config_from_official`.
@@ -69,7 +80,6 @@ every gradient of the three cases of ``parity/sma``, float64 and float32).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
 from typing import Any, Mapping, Optional, Sequence
@@ -77,8 +87,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from maskssl.interop.common import (Rule, StateDictError, check_rules,
-                                    flat_paths, from_state_dict,
-                                    to_state_dict)
+                                    from_state_dict, to_state_dict)
 
 TARGETS = ("official",)
 PARTS = ("encoder", "decoder", "head")
@@ -405,15 +414,26 @@ def export(method, state, target: str = "official", *, decoder: bool = True,
                          f"use one of {list(TARGETS)}")
   params, st = _method_params(method, state)
   keep = ("encoder", "decoder") if decoder else ("encoder",)
-  st = dataclasses.replace(st, parts=tuple(p for p in st.parts if p in keep))
+  parts = tuple(p for p in st.parts if p in keep)
+  tensors = export_params(params, parts=parts, aliases=aliases)
+  return tensors, export_info(method, dataclasses.replace(st, parts=parts))
+
+
+def export_params(params: Mapping, *, parts: Optional[Sequence[str]] = None,
+                  aliases: bool = True) -> dict[str, np.ndarray]:
+  """Official state_dict of any maskssl SMA param tree: a pretraining model
+  (``SMAForSSL`` names) or a fine-tuned classifier
+  (``SMAForSequenceClassification`` names); ``parts`` restricts it."""
+  params = params.get("params", params)
+  st = structure_from_params(params)
+  if parts is not None:
+    st = dataclasses.replace(st, parts=tuple(p for p in st.parts if p in parts))
   rs = rules(st)
   split = {"params": _split(_numpy(_only(params, st.parts)))}
   check_rules(rs, split)
-  tensors = to_state_dict(split, rs)
-  tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-  if aliases:
-    tensors = with_aliases(tensors, st)
-  return tensors, export_info(method, st)
+  tensors = {k: np.ascontiguousarray(v)
+             for k, v in to_state_dict(split, rs).items()}
+  return with_aliases(tensors, st) if aliases else tensors
 
 
 def import_into(method, state, tensors: Mapping[str, Any],
