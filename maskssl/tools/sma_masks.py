@@ -22,6 +22,18 @@ columns differ only by what the attention learned. ``--s`` is the
 curriculum scale: ``train`` (default: the value training used at that step,
 ``SMA.curriculum``) or a number (``0`` = attention only).
 
+Seen this way (2-core CPU, 2026-12-01): ``configs/sma_image.py:quick`` at
+32x32 (``--config.data.image_size=32 --config.model.n_max=1024
+--config.mask.num_per_query=16 --config.data.max_train=0
+--config.total_steps=3000 --config.checkpoint_every=100
+--config.keep_checkpoints=40``): the init masks are scattered pixels; at
+steps 100-300 the mask takes whole regions of similar colour (the bird's
+body, the airplane's silhouette, dark backgrounds); by step 3000 it is
+spread over the object again in smaller clumps. ``configs/
+sma_particle.py:quick`` with 600 steps: the four b-tag features are masked
+in 47-71 % of the test rows (mean rate 21 %) and mostly together (up to
+~16x the random-masking rate for a pair).
+
 ``--steps``: ``auto`` (default; images: 0 + up to 5 kept steps spread
 geometrically; features: the newest), ``all`` (0 + every kept step),
 ``latest`` or a comma list (``0`` = init).
