@@ -253,7 +253,10 @@ def test_parity_compact_path(cases, shared_data, case):
   """The default ``compact=True`` speed path: same loss and gradients."""
   z = cases
   out = _run(_path(shared_data), case, "f32", compact=True)
+  np.testing.assert_array_equal(out["mask"], z[f"{case}_f32_loss_mask"])
   rep = _report(z, case, out)
+  print(f"\ncase {case} f32 compact: " + ", ".join(
+      f"{k} {v:.2e}" for k, v in rep.items()))
   assert rep["loss"] <= TOL["f32"]["loss"], rep
   assert rep["grad"] <= TOL["f32"]["grad"], rep
   assert rep["key_bias"] <= TOL["f32"]["key_bias"], rep
