@@ -267,7 +267,7 @@ def split_records(enc, splits: Sequence[str], overrides: Optional[dict] = None
     skip = True
   else:
     skip = False
-  parts, ids, labels, names = [], [], [], None
+  parts, ids, labels, names, used = [], [], [], None, []
   for s in splits:
     try:
       ds = load_split(enc.data_config(**overrides), s)
@@ -275,6 +275,7 @@ def split_records(enc, splits: Sequence[str], overrides: Optional[dict] = None
       if skip:    # e.g. cifar10 has no val split unless data.val_size > 0
         continue
       raise
+    used.append(s)
     parts.append({k: ds.arrays[k] for k in enc.input_spec})
     ids += [f"{s}/{i}" for i in range(len(ds))]
     labels.append(ds.arrays.get("label"))
@@ -285,7 +286,7 @@ def split_records(enc, splits: Sequence[str], overrides: Optional[dict] = None
   y = (np.concatenate(labels) if all(l is not None for l in labels)
        else None)
   return _arrays_records(arrays, ids, y, list(names) if names else None,
-                         f"{enc.config.data.get('name')}:{','.join(splits)}")
+                         f"{enc.config.data.get('name')}:{','.join(used)}")
 
 
 # ---------------------------------------------------------------- encoding --
