@@ -314,3 +314,45 @@ def test_imagenet2012_from_converted_tar_and_tfds(tmp_path):
   with tfds.testing.mock_data(num_examples=10):
     src = load_source(imagenet.default_config(image_size=28), "pretrain")
     assert len(src) == 10 and src[3]["image"].shape == (32, 32, 3)
+
+
+def test_text_streams_give_the_in_memory_records(tmp_path):
+  from maskssl.data import load_split, molecules, proteins
+  x, y = tabular._embedded()
+  csv_path = tmp_path / "h.csv"
+  with open(csv_path, "w") as f:   # header, CRLF, a blank line
+    f.write(",".join(tabular.HIGGS_COLUMNS) + ",label\r\n\r\n")
+    for r, l in zip(x[:600], y[:600]):
+      f.write(",".join(f"{v:.7g}" for v in r) + f",{l}\r\n")
+  kw = dict(path=str(csv_path), test_size=100, val_size=50,
+            train_pool_size=80, pretrain_extra="embedded")
+  for split in ("pretrain", "train", "val", "test"):
+    mem = load_split(tabular.default_config(**kw), split)
+    fb = load_source(tabular.default_config(in_memory=False, **kw), split)
+    got = fb.read_batch(np.arange(len(fb))) if split == "pretrain" else \
+        fb.arrays
+    assert len(fb) == len(mem)
+    for k in mem.arrays:
+      np.testing.assert_array_equal(got[k], mem.arrays[k])
+  smi = tmp_path / "c.csv"
+  smi.write_text("name,SMILES\n" + "".join(
+      f"m{i},{'C' * (1 + i % 40)}O\n" + ("\n" if i % 7 == 0 else "")
+      for i in range(300)))
+  kw = dict(corpus=str(smi), corpus_max=200, max_len=32,
+            pretrain_exclude_eval=False)
+  mem = load_split(molecules.default_config(**kw), "pretrain")
+  fb = load_source(molecules.default_config(in_memory=False, **kw),
+                   "pretrain")
+  assert isinstance(fb, streams.SmilesRows) and len(fb) == len(mem)
+  for i in range(len(fb)):
+    np.testing.assert_array_equal(fb[i]["tokens"], mem.arrays["tokens"][i])
+  fa = tmp_path / "p.fasta"
+  fa.write_text("".join(f">s{i} d\n{'mkvl' * (1 + i % 5)}\nAC*\n\n"
+                        for i in range(20)))
+  kw = dict(path=str(fa), max_len=16)
+  mem = load_split(proteins.default_config(**kw), "pretrain")
+  fb = load_source(proteins.default_config(in_memory=False, **kw),
+                   "pretrain")
+  assert isinstance(fb, streams.FastaRows) and len(fb) == len(mem)
+  for i in range(len(fb)):
+    np.testing.assert_array_equal(fb[i]["tokens"], mem.arrays["tokens"][i])

@@ -77,30 +77,8 @@ def decode_image_bytes(data: bytes, name: str, resize: Optional[int] = None,
                        crop: Optional[int] = None) -> np.ndarray:
   """Encoded image bytes -> uint8 (H, W, 3), exactly as
   :func:`maskssl.data.images.decode_image` decodes the same file."""
-  try:
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    raise DataError(f"{name}: decoding images needs Pillow (pip install "
-                    "pillow)") from e
-  try:
-    with Image.open(io.BytesIO(data)) as im:
-      im = im.convert("RGB")
-      if resize:
-        w, h = im.size
-        s = resize / min(w, h)
-        if (round(w * s), round(h * s)) != (w, h):
-          im = im.resize((round(w * s), round(h * s)), Image.BILINEAR)
-      img = np.asarray(im, np.uint8)
-  except Exception as e:  # UnidentifiedImageError, OSError (truncated), ...
-    raise DataError(f"{name}: cannot read image ({type(e).__name__}: {e})"
-                    ) from e
-  if crop:
-    h, w = img.shape[:2]
-    if h < crop or w < crop:
-      raise DataError(f"{name}: image {h}x{w} is smaller than crop {crop}")
-    t, l = (h - crop) // 2, (w - crop) // 2
-    img = img[t:t + crop, l:l + crop]
-  return np.ascontiguousarray(img)
+  from maskssl.data.images import decode_image_bytes as decode  # pylint: disable=import-outside-toplevel
+  return decode(data, name, resize, crop)
 
 
 def resize_center_crop(img: np.ndarray, size: int, name: str = "") -> np.ndarray:
