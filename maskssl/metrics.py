@@ -17,6 +17,18 @@ class NonFiniteError(FloatingPointError):
   """A loss or metric became NaN/Inf; the message names the step."""
 
 
+def strict_json(value):
+  """``value`` with NaN/Inf floats replaced by ``None``: metrics.jsonl is
+  strict JSON that jq, JavaScript and pandas all parse."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, Mapping):
+    return {k: strict_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict_json(v) for v in value]
+  return value
+
+
 def to_python(metrics: Mapping) -> dict:
   out = {}
   for k, v in metrics.items():
@@ -40,15 +52,22 @@ def check_finite(step: int, metrics: Mapping, last_good_step: int | None,
 
 
 class _TensorBoard:
+  _count = 0
+
   def __init__(self, logdir: str):
     self._w = None
+    # Event file names carry the time in seconds: writers opened in the same
+    # second (the loop's and the evaluators') need their own suffix, or they
+    # write into one file and corrupt it.
+    _TensorBoard._count += 1
+    suffix = f".{os.getpid()}.{_TensorBoard._count}"
     try:
       from tensorboardX import SummaryWriter  # type: ignore
-      self._w = SummaryWriter(logdir)
+      self._w = SummaryWriter(logdir, filename_suffix=suffix)
     except Exception:
       try:
         from torch.utils.tensorboard import SummaryWriter  # type: ignore
-        self._w = SummaryWriter(logdir)
+        self._w = SummaryWriter(logdir, filename_suffix=suffix)
       except Exception:
         self._w = None
 
@@ -84,7 +103,7 @@ class MetricWriter:
     rec = {"step": int(step), "stage": stage, "time": round(time.time(), 3)}
     rec.update(metrics)
     with open(self.path, "a") as f:
-      f.write(json.dumps(rec, allow_nan=True) + "\n")
+      f.write(json.dumps(strict_json(rec), allow_nan=False) + "\n")
     if self._tb is not None:
       self._tb.scalars(step, {f"{stage}/{k}": v for k, v in metrics.items()})
 

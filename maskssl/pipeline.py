@@ -171,7 +171,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_lib.save_run_config(config, workdir)
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
-                                    tensorboard=False)
+                                    tensorboard=True)
   pre = None
   state = None
   if int(config.get("total_steps", 0) or 0) > 0 or float(
@@ -224,7 +224,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
   print(f"restored checkpoint step {step} from {workdir}", flush=True)
   writer = metrics_lib.MetricWriter(workdir,
                                     enabled=jax.process_index() == 0,
-                                    tensorboard=False)
+                                    tensorboard=True)
   evals = _run_evals(config, method, state, workdir, writer, step)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"eval_step{step}.json"), "w") as f:

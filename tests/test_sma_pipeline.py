@@ -87,11 +87,39 @@ def test_pipeline_pretrain_finetune_and_evaluate_only(tmp_path):
   assert [l["step"] for l in lines if l["stage"] == "pretrain"] == [1, 3, 6]
   assert all(np.isfinite(l["loss"]) for l in lines
              if l["stage"] == "pretrain")
+  # strict JSON: the first line's undefined rate is null, not NaN
+  for raw in open(os.path.join(wd, "metrics.jsonl")):
+    json.loads(raw, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+  tags = _tensorboard_tags(os.path.join(wd, "tb"))
+  if tags is not None:  # tensorboardX installed: training and evaluation
+    assert "pretrain/loss" in tags and "pretrain/grad_norm" in tags
+    assert any(t.startswith("eval/finetune/") for t in tags)
   # evaluate-only restores the same checkpoint and gives the same numbers
   again = pipeline.evaluate(c, wd)
   assert again["finetune"] == pytest.approx(ft)
   method, state, step = pipeline.restore_state(c, wd, step=3)
   assert step == 3 and int(state["step"]) == 3
+
+
+def _tensorboard_tags(logdir):
+  """Scalar tags of every event file under ``logdir``; None without
+  tensorboardX (then no event files are expected)."""
+  try:
+    from tensorboardX.proto import event_pb2
+  except ImportError:
+    return None
+  import glob
+  import struct
+  tags = set()
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    data = open(path, "rb").read()
+    pos = 0
+    while pos + 12 <= len(data):  # TFRecord: len, crc, payload, crc
+      n = struct.unpack("<Q", data[pos:pos + 8])[0]
+      ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+      tags |= {v.tag for v in ev.summary.value}
+      pos += 12 + n + 4
+  return tags
 
 
 def test_resume_of_sma_run_is_bit_exact(tmp_path):
