@@ -195,16 +195,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return summary
 
 
-def restore_state(config, workdir: str, step: int | None = None):
-  """(method, state, step) restored from ``<workdir>/checkpoints``."""
+def restore_state(config, workdir: str, step: int | None = None,
+                  dataset=None):
+  """(method, state, step) restored from ``<workdir>/checkpoints``;
+  ``dataset``: the pretraining split when the caller has it already."""
   method, mesh = _validate(config)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise ckpt_lib.CheckpointError(
         f"no checkpoints directory in {workdir!r}; train first, or pass the "
         "--workdir of a finished run")
-  dataset = load_source(config.data, config.data.get("pretrain_split",
-                                                     "pretrain"))
+  if dataset is None:
+    dataset = load_source(config.data, config.data.get("pretrain_split",
+                                                       "pretrain"))
   lc = train_lib.loop_config(config, len(dataset))
   if not int(config.get("total_steps", 0) or 0):
     config = _with_total_steps(config, lc.total_steps)
