@@ -124,3 +124,12 @@ def test_test_path_replaces_held_out_test_and_extra_rows_equal_to_it_drop(
   # the user's test file are not among the extra pretraining rows
   assert len(pre) == 6500 + 1500 + 14988 - 40
   assert pre.meta["pretrain_extra_rows"] == 14988 - 40
+
+
+def test_feature_only_csv(tmp_path):
+  lines = [",".join(tabular.HIGGS_COLUMNS)] + [",".join(["0.25"] * 28)] * 3
+  x, y = tabular.read_csv(_write(tmp_path, lines), label_column="none")
+  assert x.shape == (3, 28) and (y == -1).all()
+  with pytest.raises(DataError, match=r"d.csv:2: expected 28 .*\(28 features\)"):
+    tabular.read_csv(_write(tmp_path, lines[:1] + [",".join(["1"] * 29)]),
+                     label_column="none")

@@ -62,16 +62,16 @@ def read_csv(path: str, num_features: int = NUM_FEATURES,
              ) -> tuple[np.ndarray, np.ndarray]:
   """Read ``num_features`` numeric features + a 0/1 label per row.
 
-  ``label_column`` is "last" (HIGGS sample layout) or "first" (UCI
-  HIGGS.csv layout). A header row is skipped if its cells are not numbers.
+  ``label_column`` is "last" (HIGGS sample layout), "first" (UCI
+  HIGGS.csv layout) or "none" (features only; labels come back as -1). A header row is skipped if its cells are not numbers.
   Errors name the file and the 1-based line.
   """
   if not os.path.exists(path):
     raise DataError(f"{path}: no such file (data.path)")
-  if label_column not in ("last", "first"):
-    raise DataError(f"data.label_column must be 'last' or 'first', got "
-                    f"{label_column!r}")
-  want = num_features + 1
+  if label_column not in ("last", "first", "none"):
+    raise DataError(f"data.label_column must be 'last', 'first' or 'none', "
+                    f"got {label_column!r}")
+  want = num_features + (label_column != "none")
   rows = []
   opener = open
   if path.endswith(".gz"):
@@ -84,7 +84,9 @@ def read_csv(path: str, num_features: int = NUM_FEATURES,
       if len(cells) != want:
         raise DataError(
             f"{path}:{lineno}: expected {want} comma-separated columns "
-            f"({num_features} features + label), found {len(cells)}")
+            f"({num_features} features"
+            f"{'' if label_column == 'none' else ' + label'}), found "
+            f"{len(cells)}")
       try:
         vals = [float(c) for c in cells]
       except ValueError:
@@ -102,6 +104,8 @@ def read_csv(path: str, num_features: int = NUM_FEATURES,
     r, c = np.argwhere(~np.isfinite(a))[0]
     raise DataError(f"{path}: non-finite value in data row {r + 1}, "
                     f"column {c + 1}")
+  if label_column == "none":
+    return a.astype(np.float32), np.full(len(a), -1, np.int32)
   if label_column == "last":
     x, y = a[:, :-1], a[:, -1]
   else:
