@@ -10,9 +10,9 @@ in training, then encoded with the method's eval-mode ``encode``:
 
 * HIGGS (``higgs``): a CSV as ``maskssl.data.tabular.read_csv`` reads it
   (28 features + a 0/1 label; ``--data.label_column=first`` for UCI
-  HIGGS.csv, ``none`` for features only) or an ``.npz`` with ``features`` [+ ``label``], z-scored with
-  the run's **pretraining** statistics (``enc.preprocessing``), never the
-  new file's. id = 0-based data row.
+  HIGGS.csv, ``none`` for features only) or an ``.npz`` with ``features``
+  [+ ``label``], z-scored with the run's **pretraining** statistics
+  (``enc.preprocessing``), never the new file's. id = 0-based data row.
 * Images (``cifar10``, ``pcam``: ResNet / ViT runs; ``cifar10_pixels``: SMA
   one token per pixel): a folder (recursive), a ``.tar[.gz]`` of JPEG/PNG,
   an ``.npz`` (``images``/``labels``, ``<split>_images``, CIFAR rows
