@@ -54,9 +54,22 @@ State: ``step``, ``params`` ({encoder, bt_head, cl_head}), ``batch_stats``
 
 ``encode`` returns eval-mode backbone features multiplied by the learned
 mask (``metamask.encode_apply_mask``, default True, as the reference kNN).
-Deviations: the two unused SimSiam predictors of the reference are omitted
-(they receive no gradient); flax keeps the biased batch variance in the BN
-running average (torch: unbiased), which only affects eval-mode features.
+Checked against two iterations of the official code (float64 to ~1e-12:
+losses, theta_1, momentum, theta', v, d1, the FD term, mask step, BN running
+statistics; ``exact`` against the reference's FD at r = 1e-6 to ~2e-9;
+``tests/test_parity_metamask.py``). Deviations, all without effect on any
+loss, gradient, mask or kept statistic:
+
+* the two SimSiam predictors of the reference are omitted (they feed no
+  loss and receive no gradient);
+* theta' of the BT head: it has a zero ``L_CL`` gradient, so the virtual step
+  moves it by ``-lr (mu trace + wd theta_1)``, as the reference does under
+  its pinned torch 1.10 (``zero_grad`` zeroes); under torch >= 2 (gradients
+  set to None) the reference keeps it at ``theta_1``. It does not enter
+  ``L_CL`` either way;
+* FD: ``theta_1 - R v`` directly (reference: ``theta_+ - 2 R v`` in place);
+* the reference's scratch model keeps its own, never used, BN buffers for
+  the theta' / theta_+- passes; here those statistics are discarded.
 """
 from __future__ import annotations
 
@@ -186,8 +199,9 @@ class MetaMask(Method):
       self.schedule = cosine_epoch_schedule(lr0, spe, epochs)
       self.mask_schedule = cosine_epoch_schedule(mlr0, spe, epochs)
     elif sched == "constant":
-      self.schedule = lambda step: jnp.full((), lr0, jnp.float32)
-      self.mask_schedule = lambda step: jnp.full((), mlr0, jnp.float32)
+      # default float dtype: float64 runs must not see a float32 lr
+      self.schedule = lambda step: jnp.full((), lr0, float)
+      self.mask_schedule = lambda step: jnp.full((), mlr0, float)
     else:
       raise ValueError(f"metamask.lr_schedule {sched!r}: use 'cosine_epoch' "
                        "or 'constant'")
@@ -298,7 +312,11 @@ class MetaMask(Method):
                     fd_r=None):
     """``(h_m, aux)`` for the meta step; ``aux`` holds ``meta_loss`` (F),
     ``d1``, ``second_order`` (the term multiplied by ``-lr``),
-    ``cl_loss_inner`` and ``batch_stats`` (running statistics to keep).
+    ``cl_loss_inner``, ``theta_virtual`` (theta'), ``v`` (``grad_theta
+    L_CL`` at theta', the FD direction) and ``batch_stats`` (running
+    statistics to keep); entries a mode does not compute are ``None``.
+    ``finite_difference`` adds ``fd_eps`` (``R = fd_r / ||v||``) and
+    ``fd_grad_plus`` / ``fd_grad_minus`` (``dL_CL/dm`` at ``theta_1 +- R v``).
     ``mode`` defaults to ``metamask.meta_grad``; ``fd_r`` (may be traced) to
     ``metamask.fd_r``."""
     mode = _ALIASES.get(mode, mode) or self.meta_grad
@@ -306,12 +324,14 @@ class MetaMask(Method):
     params1 = jax.lax.stop_gradient(params1)
     trace1 = jax.lax.stop_gradient(trace1)
     zero_m = jnp.zeros_like(m)
+    fd = {}
     if mode == "exact_unrolled":
       (f_val, bn_a), h_m = jax.value_and_grad(
           self.meta_objective, has_aux=True)(m, params1, trace1, bn1, x0, x1,
                                              lr)
       return h_m, dict(meta_loss=f_val, batch_stats=bn_a, d1=None,
-                       second_order=None, cl_loss_inner=None)
+                       second_order=None, cl_loss_inner=None,
+                       theta_virtual=None, v=None)
 
     if mode == "exact":
       return self._hypergradient_linearized(params1, trace1, bn1, m, x0, x1,
@@ -326,7 +346,7 @@ class MetaMask(Method):
     if mode == "first_order":
       f_val, d1 = jax.value_and_grad(
           lambda mm: self.cl_loss_m(theta_v, bn1, mm, x0, x1)[0])(m)
-      second = zero_m
+      second, v = zero_m, None
     else:
       (f_val, _), (v, d1) = jax.value_and_grad(
           self.cl_loss_m, argnums=(0, 2), has_aux=True)(theta_v, bn1, m, x0,
@@ -338,11 +358,13 @@ class MetaMask(Method):
         plus = dm_fn(_axpy(eps, v, params1))
         minus = dm_fn(_axpy(-eps, v, params1))
         second = (plus - minus) / (2.0 * eps)
+        fd = dict(fd_eps=eps, fd_grad_plus=plus, fd_grad_minus=minus)
       else:
         raise ValueError(f"unknown meta_grad mode {mode!r}")
     h_m = d1 - lr * second
     return h_m, dict(meta_loss=f_val, batch_stats=bn_a, d1=d1,
-                     second_order=second, cl_loss_inner=l_in)
+                     second_order=second, cl_loss_inner=l_in,
+                     theta_virtual=theta_v, v=v, **fd)
 
   def _hypergradient_linearized(self, params1, trace1, bn1, m, x0, x1, lr):
     p_heads = {k: params1[k] for k in HEADS}
@@ -382,7 +404,8 @@ class MetaMask(Method):
     h_m = d1 - lr * second
     bn_a = dict(bn_h_a, encoder=bn_enc_a)
     return h_m, dict(meta_loss=f_val, batch_stats=bn_a, d1=d1,
-                     second_order=second, cl_loss_inner=l_in)
+                     second_order=second, cl_loss_inner=l_in,
+                     theta_virtual=theta_v, v=v)
 
   # ------------------------------------------------------- train step ----
   def views(self, rng, images):
@@ -390,7 +413,20 @@ class MetaMask(Method):
 
   def train_step(self, state, batch, rng):
     x0, x1 = self.views(rng, batch["image"])
-    x0, x1 = x0.astype(self.dtype), x1.astype(self.dtype)
+    new_state, metrics, _ = self.iterate(state, x0.astype(self.dtype),
+                                         x1.astype(self.dtype))
+    return new_state, {k: jnp.asarray(v, jnp.float32)
+                       for k, v in metrics.items()}
+
+  def iterate(self, state, x0, x1):
+    """One iteration on given views -> ``(new_state, metrics, aux)``.
+
+    ``metrics`` are in the compute dtype; ``aux`` holds the intermediates
+    (for parity checks; unused outputs cost nothing under ``jit``):
+    ``batch_stats_regular`` (after the regular step's forwards),
+    ``hypergradient`` (``h_m``) and :meth:`hypergradient`'s aux
+    (``theta_virtual``, ``d1``, ``second_order``, ``meta_loss``,
+    ``cl_loss_inner``)."""
     step = state["step"]
     lr = self.schedule(step)
     m = state["mask"]
@@ -407,29 +443,30 @@ class MetaMask(Method):
                    lr=lr)
     new_state = dict(state, step=step + 1, params=params1, batch_stats=bn1,
                      opt_state=opt_state)
+    aux = dict(batch_stats_regular=bn1)
 
     if self.enable_meta:
       # 2-3. virtual step + hypergradient (same views, from theta_{t+1}).
       trace1 = momentum_trace(opt_state, params1)
-      h_m, aux = self.hypergradient(params1, trace1, bn1, m, x0, x1, lr)
+      h_m, hyper = self.hypergradient(params1, trace1, bn1, m, x0, x1, lr)
+      aux.update(hyper, hypergradient=h_m)
       if self.meta_updates_bn_stats:
-        new_state["batch_stats"] = aux["batch_stats"]
+        new_state["batch_stats"] = hyper["batch_stats"]
       # 4. mask step.
       m_upd, mask_opt = self.mask_tx.update(h_m, state["mask_opt_state"], m)
       new_state["mask"] = optax.apply_updates(m, m_upd)
       new_state["mask_opt_state"] = mask_opt
-      metrics.update(meta_loss=aux["meta_loss"],
+      metrics.update(meta_loss=hyper["meta_loss"],
                      hypergrad_norm=jnp.linalg.norm(h_m),
                      mask_lr=self.mask_schedule(step))
-      if aux["second_order"] is not None:
+      if hyper["second_order"] is not None:
         metrics["second_order_norm"] = lr * jnp.linalg.norm(
-            aux["second_order"])
-        metrics["first_order_norm"] = jnp.linalg.norm(aux["d1"])
+            hyper["second_order"])
+        metrics["first_order_norm"] = jnp.linalg.norm(hyper["d1"])
     mv = self.mask_values(new_state["mask"])
     metrics.update(mask_mean=jnp.mean(mv), mask_min=jnp.min(mv),
                    mask_max=jnp.max(mv), mask_std=jnp.std(mv))
-    return new_state, {k: jnp.asarray(v, jnp.float32)
-                       for k, v in metrics.items()}
+    return new_state, metrics, aux
 
   # ---------------------------------------------------------- evaluation --
   def encode(self, state, batch):

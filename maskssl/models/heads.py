@@ -18,8 +18,9 @@ Examples::
     ProjectionMLP(features=(8192, 8192, 8192), last_bias=False)
 
 BatchNorm statistics live in ``batch_stats`` (same conventions as
-:mod:`maskssl.models.resnet`: eps 1e-5, flax momentum 0.9 == torch 0.1, no
-``axis_name``). Dense ``init_scheme="pytorch"`` reproduces ``nn.Linear`` defaults:
+:mod:`maskssl.models.resnet`: :class:`~maskssl.models.resnet.TorchBatchNorm`,
+eps 1e-5, flax momentum 0.9 == torch 0.1, torch's unbiased running variance,
+no ``axis_name``). Dense ``init_scheme="pytorch"`` reproduces ``nn.Linear`` defaults:
 kernel and bias ~ U(+-1/sqrt(fan_in)); ``"flax"`` uses flax's lecun-normal
 kernel and zero bias.
 """
@@ -31,7 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from maskssl.models.resnet import torch_default_kernel_init
+from maskssl.models.resnet import TorchBatchNorm, torch_default_kernel_init
 
 
 class TorchDense(nn.Module):
@@ -70,6 +71,7 @@ class ProjectionMLP(nn.Module):
     hidden_bn: BatchNorm after hidden Dense layers (True for all of the
       standard projectors).
     init_scheme: ``"pytorch"`` (default) or ``"flax"`` Dense init.
+    bn_unbiased_var: torch's unbiased BatchNorm running variance.
     dtype: compute dtype (params float32, output cast to float32).
   """
   features: Sequence[int]
@@ -80,14 +82,17 @@ class ProjectionMLP(nn.Module):
   init_scheme: str = "pytorch"
   bn_momentum: float = 0.9
   bn_eps: float = 1e-5
+  bn_unbiased_var: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     def bn(name):
-      return nn.BatchNorm(use_running_average=not train,
-                          momentum=self.bn_momentum, epsilon=self.bn_eps,
-                          dtype=self.dtype, use_fast_variance=False, name=name)
+      return TorchBatchNorm(use_running_average=not train,
+                            momentum=self.bn_momentum, epsilon=self.bn_eps,
+                            dtype=self.dtype,
+                            unbiased_running_var=self.bn_unbiased_var,
+                            name=name)
 
     n = len(self.features)
     for i, width in enumerate(self.features):

@@ -24,10 +24,14 @@ devices, BatchNorm's batch mean/variance are reductions over the *global*
 array, i.e. SyncBN semantics for free. Call the model once per augmented view
 to give each view its own batch statistics.
 
-BatchNorm: eps ``1e-5`` and PyTorch momentum 0.1 (flax ``momentum=0.9``) by
-default. (Flax keeps the biased batch variance in the running average; torch
-keeps the unbiased one. This only affects eval-mode features, by a factor
-``B/(B-1)`` on the variance.)
+BatchNorm (:class:`TorchBatchNorm`): eps ``1e-5`` and PyTorch momentum 0.1
+(flax ``momentum=0.9``) by default. Train mode normalises with the biased
+batch variance (as torch and flax do) but, like torch, puts the *unbiased*
+one, ``var * n / (n - 1)`` with ``n`` the number of values per channel, into
+the running variance (flax's own ``nn.BatchNorm`` keeps the biased one), so
+eval-mode features and exported ``running_var`` buffers are torch's.
+``bn_unbiased_var=False`` gives flax's behaviour. Param / ``batch_stats`` names
+are flax's (``scale``, ``bias`` / ``mean``, ``var``).
 
 Initialisation (``init_scheme``):
 * ``"pytorch"``: PyTorch's defaults, kernels ~ U(+-1/sqrt(fan_in)) (this is
@@ -46,6 +50,7 @@ import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 # PyTorch default init for Conv/Linear weights: kaiming_uniform(a=sqrt(5))
@@ -64,12 +69,62 @@ def kernel_init_by_name(name: str):
   return _INITS[name]
 
 
+class TorchBatchNorm(nn.Module):
+  """BatchNorm over all but the last axis with torch's running statistics.
+
+  Same variables as ``nn.BatchNorm`` (params ``scale``/``bias``,
+  ``batch_stats`` ``mean``/``var``) and the same two-pass float32-or-wider
+  statistics as ``nn.BatchNorm(use_fast_variance=False)``; the running
+  variance is updated with the unbiased batch variance when
+  ``unbiased_running_var`` (torch ``BatchNorm{1,2}d``). ``n`` is the global
+  count (under ``jit`` with a sharded batch, as torch's SyncBatchNorm).
+  """
+  use_running_average: bool | None = None
+  momentum: float = 0.9            # flax convention: 0.9 == torch 0.1
+  epsilon: float = 1e-5
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  scale_init: Any = nn.initializers.ones
+  bias_init: Any = nn.initializers.zeros
+  unbiased_running_var: bool = True
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None):
+    use_ra = nn.merge_param("use_running_average", self.use_running_average,
+                            use_running_average)
+    feat = x.shape[-1]
+    axes = tuple(range(x.ndim - 1))
+    ra_mean = self.variable("batch_stats", "mean",
+                            lambda s: jnp.zeros(s, jnp.float32), (feat,))
+    ra_var = self.variable("batch_stats", "var",
+                           lambda s: jnp.ones(s, jnp.float32), (feat,))
+    stat_dtype = jnp.promote_types(self.dtype or x.dtype, jnp.float32)
+    xs = x.astype(stat_dtype)
+    if use_ra:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      mean = jnp.mean(xs, axes)
+      var = jnp.mean(jnp.square(xs - mean), axes)
+      if not self.is_initializing():
+        n = x.size // feat
+        run_var = (var * (n / (n - 1)) if self.unbiased_running_var and n > 1
+                   else var)
+        ra_mean.value = (self.momentum * ra_mean.value
+                         + (1 - self.momentum) * mean)
+        ra_var.value = (self.momentum * ra_var.value
+                        + (1 - self.momentum) * run_var)
+    scale = self.param("scale", self.scale_init, (feat,), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (feat,), self.param_dtype)
+    y = (xs - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+    return y.astype(self.dtype or jnp.result_type(x, scale))
+
+
 class BasicBlock(nn.Module):
   """``ReLU(BN(conv3x3(ReLU(BN(conv3x3(x, stride))))) + shortcut(x))``."""
   features: int
   strides: int = 1
   conv: Any = nn.Conv
-  norm: Any = nn.BatchNorm
+  norm: Any = TorchBatchNorm
   zero_init_residual: bool = False
 
   @nn.compact
@@ -96,7 +151,7 @@ class Bottleneck(nn.Module):
   features: int
   strides: int = 1
   conv: Any = nn.Conv
-  norm: Any = nn.BatchNorm
+  norm: Any = TorchBatchNorm
   zero_init_residual: bool = False
 
   @nn.compact
@@ -132,6 +187,7 @@ class ResNet(nn.Module):
     init_scheme: ``"pytorch"`` or ``"kaiming_fan_out"`` conv kernel init.
     zero_init_residual: zero-init the last BN scale of each residual branch.
     bn_momentum, bn_eps: flax BatchNorm momentum (0.9 == torch 0.1), eps.
+    bn_unbiased_var: torch's unbiased running variance (see module doc).
     dtype: compute dtype of the convolutions (params stay float32).
   """
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -143,6 +199,7 @@ class ResNet(nn.Module):
   zero_init_residual: bool = False
   bn_momentum: float = 0.9
   bn_eps: float = 1e-5
+  bn_unbiased_var: bool = True
   dtype: Any = jnp.float32
 
   @property
@@ -154,9 +211,10 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool = False):
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
                              kernel_init=kernel_init_by_name(self.init_scheme))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
+    norm = functools.partial(TorchBatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_eps,
-                             dtype=self.dtype, use_fast_variance=False)
+                             dtype=self.dtype,
+                             unbiased_running_var=self.bn_unbiased_var)
     if self.block == "basic":
       block_cls = BasicBlock
     elif self.block == "bottleneck":
@@ -250,6 +308,6 @@ def dtype_from_name(name) -> Any:
   return jnp.dtype(name) if isinstance(name, str) else name
 
 
-__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
+__all__ = ["ResNet", "TorchBatchNorm", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
            "resnet50", "build_resnet", "ResNetClassifier", "torch_default_kernel_init",
            "kaiming_fan_out", "dtype_from_name"]
