@@ -169,6 +169,13 @@ def test_converter_round_trips_each_source(tmp_path, capsys):
   for i in (0, 49):
     np.testing.assert_array_equal(conv[i]["x"], rx[i])
     assert int(conv[i]["label"]) == ry[i]
+  kw = dict(test_size=10, val_size=5, train_pool_size=20)   # HIGGS module
+  mem = load_source(tabular.default_config(path=str(csv_path), **kw),
+                    "pretrain")
+  fb = load_source(tabular.default_config(path=out, **kw), "pretrain")
+  got = fb.read_batch(np.arange(len(fb)))
+  for k in mem.arrays:
+    np.testing.assert_array_equal(got[k], mem.arrays[k])
   # SMILES (a CSV with a smiles column, .gz) and FASTA
   import gzip
   smi = tmp_path / "m.csv.gz"

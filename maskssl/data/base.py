@@ -23,6 +23,19 @@ class DataError(ValueError):
   """Bad or missing input data; the message says what and where."""
 
 
+# Input-pipeline fields of ``config.data`` (these defaults when absent). A
+# config that includes them (``c.data = dict(..., **LOADER_FIELDS)``) lets
+# ``--config.data.workers=4`` etc. override them on the command line.
+LOADER_FIELDS = dict(
+    threads=2,            # background threads preparing the next batches
+    prefetch=2,           # batches prepared ahead of the step
+    workers=0,            # decoding processes (0: threads only)
+    bad_records="error",  # or "skip": replace with a counted warning
+    in_memory="auto",     # "auto" | True | False: load the training split
+    in_memory_max_mb=32,  # auto: text files above this are read by record
+    cache_dir="")         # where .gz text is decompressed once
+
+
 @dataclasses.dataclass
 class ArrayDataset:
   arrays: dict[str, np.ndarray]

@@ -45,8 +45,8 @@ from typing import Any, Mapping, Sequence
 import grain
 import numpy as np
 
-from maskssl.data.base import ArrayDataset, DataError, host_slice
-from maskssl.data.base import epoch_permutation, steps_per_epoch
+from maskssl.data.base import LOADER_FIELDS, ArrayDataset, DataError
+from maskssl.data.base import epoch_permutation, host_slice, steps_per_epoch
 
 BAD_KEY = "__bad_records__"   # per-batch list of skipped records
 MAX_CONSECUTIVE_BAD = 64      # "skip" gives up after this many in a row
@@ -118,10 +118,10 @@ def stack(records: Sequence[Mapping[str, Any]], where: str = "") -> dict:
 @dataclasses.dataclass(frozen=True)
 class LoaderOptions:
   """How batches are read (never what they contain)."""
-  threads: int = 2          # background threads per process (0 = inline)
-  prefetch: int = 2         # batches computed ahead
-  workers: int = 0          # decoding processes (0 = threads only)
-  bad_records: str = "error"  # or "skip"
+  threads: int = LOADER_FIELDS["threads"]      # 0 = read inline
+  prefetch: int = LOADER_FIELDS["prefetch"]    # batches computed ahead
+  workers: int = LOADER_FIELDS["workers"]      # decoding processes
+  bad_records: str = LOADER_FIELDS["bad_records"]  # "error" | "skip"
 
   def __post_init__(self):
     if self.bad_records not in ("error", "skip"):

@@ -684,7 +684,9 @@ def big_file(data_config, *paths: str) -> bool:
   """Any of ``paths`` (uncompressed) larger than ``data.in_memory_max_mb``
   (default 32)."""
   from maskssl.config_utils import cfg_get  # pylint: disable=import-outside-toplevel
-  limit = float(cfg_get(data_config, "in_memory_max_mb", 32)) * 2 ** 20
+  from maskssl.data.base import LOADER_FIELDS  # pylint: disable=import-outside-toplevel
+  limit = float(cfg_get(data_config, "in_memory_max_mb",
+                        LOADER_FIELDS["in_memory_max_mb"])) * 2 ** 20
   return any(p and os.path.isfile(p) and text_size(p) > limit
              for p in paths)
 

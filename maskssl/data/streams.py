@@ -11,7 +11,8 @@ same as loading the file whole (HIGGS: z-score statistics accumulated in
 float64 in one pass over the file instead of numpy's pairwise sum over the
 loaded array, equal to ~1e-15 relative).
 
-* ``higgs``: ``data.path`` CSV / CSV.gz rows (header, ``label_column``,
+* ``higgs``: ``data.path`` CSV / CSV.gz rows, or a directory converted
+  from one by ``python -m maskssl.data.convert`` (header, ``label_column``,
   ``max_rows``, ``test_size`` / ``val_size`` / ``train_pool_size``,
   ``pretrain_extra``, ``test_path``, ``feature_norm`` as in
   :mod:`maskssl.data.tabular`); the evaluation splits are read from the
@@ -154,6 +155,9 @@ class _Table:
     self.shift = shift if shift is not None else np.zeros(num_features)
     self.s1, self.s2 = s1, s2
 
+  def describe(self, r: int) -> str:
+    return f"{self.path}:{self.lines.lineno(int(r))}"
+
   def _sums(self, rows, label_column):
     x = self.features(rows, label_column).astype(np.float64)
     shift = x[0].copy()
@@ -204,10 +208,75 @@ def _is_float(s: str) -> bool:
     return False
 
 
+class _RecordTable(_Table):
+  """A table converted by ``python -m maskssl.data.convert`` (records
+  ``{"x": float32 features, "label"}``): the same interface as _Table."""
+
+  def __init__(self, path: str, max_rows: int, bad_records: str,
+               num_features: int):  # pylint: disable=super-init-not-called
+    self.path, self.label_column = path, "records"
+    self.src = records.ArrayRecordSource(path)
+    n = min(len(self.src), max_rows) if max_rows else len(self.src)
+    keep = np.ones(n, bool)
+    labels = np.zeros(n, np.int8)
+    self.shift, self.s1, self.s2 = None, np.zeros(num_features), np.zeros(
+        num_features)
+    bad = []
+    for s in range(0, n, 4096):
+      rows = range(s, min(n, s + 4096))
+      recs = [records.unpack_record(b) for b in
+              self.src._src.__getitems__(list(rows))]  # pylint: disable=protected-access
+      for r, rec in zip(rows, recs):
+        x, y = np.asarray(rec.get("x", ())), rec.get("label")
+        msg = (f"expected {num_features} features, found {x.size}"
+               if x.size != num_features else "non-finite value"
+               if not np.isfinite(x).all() else f"label is {y!r}, not 0/1"
+               if y not in (0, 1, 0.0, 1.0) else None)
+        if msg:
+          if bad_records == "error":
+            raise DataError(f"{self.describe(r)}: {msg}")
+          bad.append(f"{self.describe(r)}: {msg}")
+          keep[r] = False
+          continue
+        labels[r] = int(y)
+        x64 = x.astype(np.float32).astype(np.float64)
+        if self.shift is None:
+          self.shift = x64.copy()
+        d = x64 - self.shift
+        self.s1 += d
+        self.s2 += d * d
+    _warn_skipped(bad, path)
+    self.skipped = len(bad)
+    self.rows_ = np.flatnonzero(keep) if not keep.all() else None
+    self.labels = labels[keep] if self.rows_ is not None else labels
+    self._n = int(keep.sum())
+    if not self._n:
+      raise DataError(f"{path}: no data rows")
+    if self.shift is None:
+      self.shift = np.zeros(num_features)
+
+  def __len__(self):
+    return self._n
+
+  def describe(self, r: int) -> str:
+    return self.src.describe(int(r))
+
+  def features(self, rows, label_column=None) -> np.ndarray:
+    rows = np.asarray(rows, np.int64)
+    if self.rows_ is not None:
+      rows = self.rows_[rows]
+    recs = self.src._src.__getitems__(rows.tolist())  # pylint: disable=protected-access
+    return np.stack([np.asarray(records.unpack_record(b)["x"], np.float32)
+                     for b in recs]) if len(rows) else np.zeros(
+                         (0, len(self.shift)), np.float32)
+
+
 @functools.lru_cache(maxsize=4)
 def _table(key: tuple, label_column: str, max_rows: int, bad_records: str,
            cache: str) -> _Table:
   from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
+  if records.is_records_dir(key[0]):
+    return _RecordTable(key[0], max_rows, bad_records, tabular.NUM_FEATURES)
   return _Table(key[0], label_column, max_rows, bad_records, cache,
                 tabular.NUM_FEATURES)
 
@@ -239,7 +308,7 @@ class HiggsRows:
     if i >= self.n_file:
       return f"<data.pretrain_extra>[{i - self.n_file}]"
     r = int(self.rows([i])[0])
-    return f"{self.table.path}:{self.table.lines.lineno(r)}"
+    return self.table.describe(r)
 
   def read_batch(self, idx) -> dict:
     idx = np.asarray(idx, np.int64)
@@ -271,6 +340,8 @@ def _higgs_arrays(feats, labels, mean, std) -> dict:
 
 def _higgs_streaming(cfg) -> bool:
   path = _get(cfg, "path", "")
+  if records.is_records_dir(path):   # converted: always read by record
+    return True
   return bool(path) and records.file_backed(cfg, auto=records.big_file(
       cfg, path))
 
