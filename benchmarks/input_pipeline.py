@@ -15,7 +15,11 @@
   and the grain loader end to end (threads, and worker processes).
 * ``wait``: ``data_wait_share`` (time the loop waits for its next batch /
   wall time, after the first step) of the CIFAR-10 (``mscn_cifar10:quick``)
-  and PCam (``sdmae_pcam:quick``) configs reading the shared tars.
+  and PCam (``sdmae_pcam:sample``: ViT-Ti at 96 px, batch 40) configs
+  reading the shared tars, and of ``sdmae_pcam:quick`` (a toy ViT on 32 px
+  whose step costs about as much CPU as decoding its 40 JPEGs: on a CPU
+  the two cannot overlap, so its share is the decode's share of the CPU),
+  with threads and with 2 worker processes.
 * ``startup``: seconds from the start to the end of the first step on the
   50k CIFAR-10 tar (``mscn_cifar10:quick``): before = the split decoded
   into memory first (``in_memory=True``, as the folder / npz paths did),
@@ -194,11 +198,16 @@ def memory(args, tmp) -> dict:
 
 def wait(args) -> dict:
   out = {}
+  pcam = {"data.path": PCAM_TAR, "data.source": "path"}
   for name, cfg, over in (
       ("cifar10", "mscn_cifar10.py:quick", {"data.path": CIFAR_TAR,
                                             "data.source": "tar"}),
-      ("pcam", "sdmae_pcam.py:quick", {"data.path": PCAM_TAR,
-                                       "data.source": "path"})):
+      ("pcam", "sdmae_pcam.py:sample", pcam),
+      # the smoke config: a 2-block 64-d ViT on 32 px, so decoding the 96
+      # px JPEGs costs as much CPU as the step; threads, then 2 processes
+      ("pcam_quick", "sdmae_pcam.py:quick", pcam),
+      ("pcam_quick_workers2", "sdmae_pcam.py:quick",
+       dict(pcam, **{"data.workers": 2, "data.prefetch": 4}))):
     spec = dict(config=cfg, overrides=dict(
         over, total_steps=args.steps, log_every=5,
         checkpoint_every=10 ** 6))
