@@ -66,7 +66,7 @@ API: :func:`official_rules` / :func:`torchvision_rules` (rule builders),
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import numpy as np
