@@ -527,6 +527,15 @@ def test_export_official_names_shapes_and_values(shared_data):
   assert info["mask"]["values"] == [0.5] * 64
   assert info["batchnorm"] == dict(eps=1e-5, momentum=0.1,
                                    running_var="unbiased")
+  # the LightningModule's own state_dict: prefixed, backbone twice, scratch
+  lightning = {"auto_mask.mask": init["auto_mask.mask"]}
+  for n, v in init.items():
+    if n != "auto_mask.mask":
+      lightning["resnet_simsiam." + n] = lightning["resnet_simsiam_." + n] = v
+      if n.startswith("backbone."):
+        lightning[n] = v
+  jax.tree.map(np.testing.assert_array_equal, ir.import_official(lightning, mm),
+               ir.import_official(init, mm))
 
 
 def test_export_import_roundtrip_is_bitwise(shared_data):

@@ -28,7 +28,10 @@ and have no maskssl counterpart: they are dropped on import and absent from
 the export (a strict ``load_state_dict`` into ``MaskSimSiam`` then needs
 ``strict=False``, leaving its predictors at their init). For the ``siamese``
 (MSCN) method the ``official`` target is the lightly-style backbone alone
-(``backbone.*``; its projector is not a lightly module).
+(``backbone.*``; its projector is not a lightly module). lightly's
+``Sequential`` of children has no stem ReLU and no max-pool: a backbone
+trained with ``stem_relu=True`` (MSCN's default) or ``stem="imagenet"`` needs
+them put back (``info["stem_relu"]``, ``info["stem"]``).
 
 **torchvision** -- ``torchvision.models.resnet18`` / ``resnet50`` names for the
 backbone: ``conv1``, ``bn1``, ``layer{i}.{j}.conv1`` / ``bn1`` / ``conv2`` /
@@ -59,7 +62,8 @@ that updated the statistics (``step`` x forwards per step); torch reads it
 only when ``momentum=None``. Inputs are NCHW in torch, NHWC here.
 
 API: :func:`official_rules` / :func:`torchvision_rules` (rule builders),
-:func:`import_official` (official state_dict -> flax variables),
+:func:`import_official` (official state_dict, or the LightningModule's, ->
+flax variables),
 :func:`export` ``(method, state, target) -> (tensors, info)`` and its inverse
 :func:`import_into`.
 """
@@ -347,11 +351,31 @@ def _ignored(rules, target: str) -> tuple[str, ...]:
   return nbt + (OFFICIAL_IGNORED if target == "official" else ())
 
 
+LIGHTNING_PREFIX = "resnet_simsiam."
+
+
+def official_view(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """The ``resnet_simsiam.*`` + ``auto_mask.mask`` part of a state_dict of
+  the official LightningModule (``MetaMaskBartonTwins.state_dict()`` / a
+  Lightning checkpoint's ``state_dict``), with the prefix removed. That
+  dict also holds the backbone a second time (``backbone.*``, the same
+  tensors) and the scratch copy ``resnet_simsiam_.*``, both dropped. Any
+  other state_dict is returned as it is."""
+  if not any(k.startswith(LIGHTNING_PREFIX) for k in state_dict):
+    return dict(state_dict)
+  out = {k[len(LIGHTNING_PREFIX):]: v for k, v in state_dict.items()
+         if k.startswith(LIGHTNING_PREFIX)}
+  if "auto_mask.mask" in state_dict:
+    out["auto_mask.mask"] = state_dict["auto_mask.mask"]
+  return out
+
+
 def import_official(state_dict: Mapping[str, np.ndarray], like, *,
                     dtype=None, source: str = "state_dict") -> dict:
   """Flax variables ``{"params", "batch_stats", "mask"}`` from an official
-  MetaMask state_dict (``resnet_simsiam.state_dict()`` plus
-  ``auto_mask.mask``; predictors and ``num_batches_tracked`` ignored).
+  MetaMask state_dict: ``resnet_simsiam.state_dict()`` plus
+  ``auto_mask.mask``, or the LightningModule's whole state_dict (see
+  :func:`official_view`); predictors and ``num_batches_tracked`` ignored.
 
   ``like``: a :class:`~maskssl.methods.metamask.MetaMask` (its
   ``init_state`` shapes) or a variable tree of arrays / shape structs that
@@ -366,10 +390,11 @@ def import_official(state_dict: Mapping[str, np.ndarray], like, *,
     like = {"params": st["params"], "batch_stats": st["batch_stats"],
             "mask": st["mask"]}
   rules = official_rules(like)
-  return from_state_dict(state_dict, rules, shapes=like, dtype=dtype,
+  return from_state_dict(official_view(state_dict), rules, shapes=like,
+                         dtype=dtype,
                          source=source, ignore=_ignored(rules, "official"))
 
 
-__all__ = ["TARGETS", "backbone_rules", "head_rules", "official_rules",
+__all__ = ["TARGETS", "official_view", "backbone_rules", "head_rules", "official_rules",
            "torchvision_rules", "import_official", "export", "import_into",
            "covered_variables", "forwards_per_step"]
