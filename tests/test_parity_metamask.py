@@ -118,8 +118,8 @@ F32 = dict(loss=(1e-5, 2e-4), loss_bt=(1e-5, 2e-4), loss_cl=(1e-5, 2e-4),
 # twice the measured errors, which are (it 0 / it 1): d1 2.1e-2 / 0.10,
 # dL/dm at theta_1 + R v 1.5e-3 / 4.3e-2 and at theta_1 - R v 5.3e-2 /
 # 2.3e-2, FD term 0.18 / 0.10, mask gradient 0.18 / 0.10, mask and mask
-# momentum 0.18 / 0.17, L_CL at theta_1 4e-6 / 1.3e-3. Iteration 1 started from the
-# official state instead meets the iteration-0 column of F32 everywhere.
+# momentum 0.18 / 0.17, L_CL at theta_1 4e-6 / 1.3e-3. Iteration 1 started
+# from the official state instead meets the iteration-0 column of F32.
 F32_PINNED = dict(d1=(5e-2, 2e-1), fd_grad_plus=(1e-1, 1e-1),
                   fd_grad_minus=(1e-1, 1e-1), fd_term=(4e-1, 2e-1),
                   mask_grad=(4e-1, 2e-1), mask_after=(4e-1, 4e-1),

@@ -395,6 +395,6 @@ def import_official(state_dict: Mapping[str, np.ndarray], like, *,
                          source=source, ignore=_ignored(rules, "official"))
 
 
-__all__ = ["TARGETS", "official_view", "backbone_rules", "head_rules", "official_rules",
-           "torchvision_rules", "import_official", "export", "import_into",
-           "covered_variables", "forwards_per_step"]
+__all__ = ["TARGETS", "official_view", "backbone_rules", "head_rules",
+           "official_rules", "torchvision_rules", "import_official", "export",
+           "import_into", "covered_variables", "forwards_per_step"]
