@@ -137,8 +137,7 @@ def case_config(dtype: str, mode: str = "finite_difference"):
                  compute_dtype=dtype),
       metamask=dict(meta_grad=mode, fd_r=0.01, w_cl=10.0, bt_lambda=5e-3,
                     temperature=0.07, mask_lr=1e-3, mask_momentum=0.9,
-                    mask_weight_decay=5e-4, lr_schedule="cosine_epoch",
-                    steps_per_epoch=98, epochs=800),
+                    mask_weight_decay=5e-4, steps_per_epoch=98, epochs=800),
       optim=dict(lr=1e-3, momentum=0.9, weight_decay=5e-4),
       augment=dict(size=32)))
 
