@@ -104,7 +104,7 @@ def probe_scratch(variant, overrides, workdir):
   """kNN + linear probe of a randomly initialised image encoder (the
   'scratch' row next to a pretrained run's evals)."""
   from maskssl.data import load_split  # pylint: disable=import-outside-toplevel
-  from maskssl.evaluators import get_evaluator  # pylint: disable=import-outside-toplevel
+  from maskssl.evaluators import make_evaluator  # pylint: disable=import-outside-toplevel
   from maskssl.methods.sma import SMA  # pylint: disable=import-outside-toplevel
   c = apply_overrides(load_config("sma_image", variant), overrides)
   ds = load_split(c.data, "pretrain")
@@ -113,8 +113,8 @@ def probe_scratch(variant, overrides, workdir):
                        ds.batch(np.arange(int(c.batch_size))))
   out = {}
   for name, ecfg in c.evals.items():
-    out[name] = get_evaluator(ecfg.type).run(c, ecfg, m, state,
-                                             os.path.join(workdir, name))
+    out[name] = make_evaluator(name, ecfg, c, m.predict_fns()).run(
+        state, os.path.join(workdir, name))
   return out
 
 

@@ -126,7 +126,6 @@ def time_steps(v, steps):
 def run(args, compact, dtype, gather, layers=4):
   from maskssl.methods.sma import SMA
   from maskssl.masks.sma import sma_mask
-  from maskssl.models.sma import MaskSpec
   cfg = particle_config(args.batch, compact, dtype, gather, layers)
   method = SMA(cfg)
   b, n = args.batch, 28
@@ -134,7 +133,7 @@ def run(args, compact, dtype, gather, layers=4):
   rs = np.random.RandomState(1)
   # A valid SMA mask (same counts as the generator's) fed as a constant.
   logits = jnp.asarray(rs.randn(b, 8, n, n), jnp.float32)
-  spec = MaskSpec.from_config(cfg.mask, "transformer")
+  spec = method.mask_spec
   mask, _ = sma_mask(jax.random.PRNGKey(3), logits, batch["valid"], spec)
   gen = compile_step(method, batch)
   pre = compile_step(method, batch, precomputed_mask=mask)

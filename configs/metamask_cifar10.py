@@ -46,6 +46,8 @@ exact 26.4 CPU-s (3.28x), finite_difference 26.3 CPU-s (3.26x), first_order
 """
 import ml_collections
 
+from maskssl.constants import IMAGENET_MEAN, IMAGENET_STD
+
 REF_TRAIN_SIZE = 50000
 EMBEDDED_TRAIN_SIZE = 2000
 
@@ -87,12 +89,13 @@ def get_config(arg=None):
   c.augment = dict(  # lightly SimCLRCollateFunction(input_size=32, blur 0)
       size=32, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0), flip_p=0.5,
       jitter_p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
-      grayscale_p=0.2, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+      grayscale_p=0.2, mean=IMAGENET_MEAN, std=IMAGENET_STD,
       normalize=True)
 
-  # Encoder optimiser: SGD momentum, coupled wd on every parameter.
+  # Encoder optimiser: PyTorch SGD, coupled wd on every parameter, per-epoch
+  # cosine ("constant" also works); the mask's uses metamask.mask_*.
   c.optim = dict(name="sgd", lr=0.05 if quick else 1e-3, momentum=0.9,
-                 weight_decay=5e-4, schedule="cosine_epoch")
+                 weight_decay=5e-4, decay_all=True, schedule="cosine_epoch")
 
   c.metamask = dict(
       mask_param="sigmoid",        # "identity" = --disable-sigmoid
@@ -104,13 +107,15 @@ def get_config(arg=None):
       task_loss="nt_xent",
       mask_lr=0.05 if quick else 1e-3, mask_momentum=0.9,
       mask_weight_decay=5e-4,
-      lr_schedule="cosine_epoch",  # or "constant"
       steps_per_epoch=spe, epochs=epochs,
       meta_updates_bn_stats=True, encode_apply_mask=True)
 
   c.evals = ml_collections.ConfigDict()
+  # every=N: also every N pretraining steps (the reference reports the
+  # best-epoch kNN; here every 10 epochs)
   c.evals.knn = dict(type="knn", k=5, temperature=1.0, bank_split="train",
-                     test_split="test", encode_batch_size=256)
+                     test_split="test", encode_batch_size=256,
+                     every=0 if quick else 10 * spe)
   c.evals.linear_probe = dict(
       type="linear_probe", epochs=10 if quick else 100, batch_size=512,
       warmup_epochs=0, standardize=True, encode_batch_size=256,

@@ -142,11 +142,13 @@ def get_config(arg=None):
                    clip_norm=0.0)
 
   c.evals = ml_collections.ConfigDict()
+  # every=N (> 0) also runs an evaluator every N pretraining steps
   c.evals.knn = dict(type="knn", k=20, temperature=0.07,   # spec 6 [A]
                      bank_split="train", test_split="test",
-                     encode_batch_size=256)
+                     encode_batch_size=256, every=0)
   c.evals.linear_probe = dict(
       type="linear_probe", epochs={"quick": 2, "compare": 30}.get(arg, 100),
+      every=0,
       batch_size=256, warmup_epochs=0, standardize=True,
       encode_batch_size=256,
       optim=dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.0,

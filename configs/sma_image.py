@@ -82,7 +82,7 @@ def get_config(arg=None):
   c.mask = dict(
       mask_mode="sma", ratio=0.5, num_per_query=max(1, n // 64),
       head_aggregation="mean", mask_self=False, mask_self_value="num_heads",
-      mode="perceiver", rho=None, curriculum_fraction=0.0)
+      rho=None, curriculum_fraction=0.0)
 
   c.optim = dict(name="adamw", lr=1e-4 if ref else 3e-4, schedule="cosine",
                  warmup_steps=5000 if ref else (1 if quick else 100),

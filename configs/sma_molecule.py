@@ -82,7 +82,7 @@ def get_config(arg=None):
   c.mask = dict(
       mask_mode="sma",  # "sma" | "random" (same counts)
       ratio=0.3, num_per_query=3, head_aggregation="random_mix",
-      mask_self=True, mask_self_value="num_heads", mode="transformer",
+      mask_self=True, mask_self_value="num_heads",
       rho=1.0, curriculum_fraction=0.0)  # stored rho, schedule off (spec 3.3)
 
   c.optim = dict(name="adamw", lr=1e-4 if ref else 3e-4, schedule="cosine",

@@ -79,7 +79,7 @@ def get_config(arg=None):
   c.mask = dict(
       mask_mode="sma",  # "sma" (attention-guided) | "random" (baseline)
       ratio=0.2, num_per_query=3, head_aggregation="random_mix",
-      mask_self=True, mask_self_value="num_heads", mode="transformer",
+      mask_self=True, mask_self_value="num_heads",
       rho=1.0, curriculum_fraction=0.25)
 
   c.optim = dict(name="adamw", lr=1e-4 if not quick else 3e-4,

@@ -78,7 +78,7 @@ def get_config(arg=None):
 
   c.mask = dict(
       mask_mode="sma", ratio=0.15, num_per_query=4, head_aggregation="mean",
-      mask_self=False, mask_self_value="num_heads", mode="perceiver",
+      mask_self=False, mask_self_value="num_heads",
       rho=None, curriculum_fraction=0.0)
 
   c.optim = dict(name="adamw", lr=3e-4, schedule="cosine",

@@ -109,12 +109,12 @@ class Encoder:
 
 def load(workdir: str, step: int | None = None, config=None) -> Encoder:
   """Restore ``<workdir>/checkpoints`` (newest, or ``step``) for inference."""
-  from maskssl import pipeline
+  from maskssl import run as run_lib
   from maskssl import parallel
   from maskssl.data import load_source
   config = run_config(workdir, config)
   ds = load_source(config.data, config.data.get("pretrain_split", "pretrain"))
-  method, state, step = pipeline.restore_state(config, workdir, step,
+  method, state, step = run_lib.restore_state(config, workdir, step,
                                                dataset=ds)
   example = ds.batch(np.arange(1))
   spec = {}

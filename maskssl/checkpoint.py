@@ -52,6 +52,15 @@ class Checkpointer:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
+  def meta(self, step: int | None = None) -> dict:
+    """The JSON metadata saved with ``step`` (default: the newest)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    restored = self._mngr.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))
+    return dict(restored["meta"] or {})
+
   # ---- save ---------------------------------------------------------------
   def save(self, step: int, state: Any, meta: dict | None = None,
            force: bool = False) -> bool:

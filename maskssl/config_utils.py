@@ -11,6 +11,31 @@ class ConfigError(ValueError):
   pass
 
 
+def check_keys(keys, allowed, component: str):
+  """ConfigError naming the first key of ``keys`` not in ``allowed`` (with
+  the closest allowed key), so a typo fails before any compute."""
+  allowed = sorted(allowed)
+  for key in keys:
+    if key not in allowed:
+      close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise ConfigError(f"unknown key {key!r} for {component}.{hint} "
+                        f"Allowed keys: {', '.join(allowed)}")
+
+
+def from_config(cls, cfg=None, component: str | None = None, **extra):
+  """``cls(**cfg, **extra)`` for a dataclass (or flax module) ``cls``; the
+  fields are the schema: an unknown key is a ConfigError."""
+  import dataclasses
+  kw = dict(cfg or {})
+  kw.update(extra)
+  skip = ("parent", "name") if hasattr(cls, "apply") else ()  # flax
+  names = [f.name for f in dataclasses.fields(cls)
+           if f.init and f.name not in skip]
+  check_keys(kw, names, component or cls.__name__)
+  return cls(**kw)
+
+
 def cfg_get(cfg, name: str, default=None):
   """``cfg.get(name, default)`` for ConfigDicts, dicts, dataclasses or None."""
   if cfg is None:

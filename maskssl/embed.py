@@ -523,7 +523,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args, raw = parse_args(sys.argv[1:] if argv is None else argv)
-  from maskssl import api, parallel, pipeline
+  from maskssl import api, parallel, run as run_lib
   try:
     config = api.run_config(args.workdir, args.config)
     setting = args.cpu_devices
@@ -556,7 +556,7 @@ def main(argv=None) -> int:
                         progress=not args.no_progress)
     dt = time.perf_counter() - t0
     paths = write_embeddings(args.out, emb, records)
-  except pipeline.UserError as e:
+  except run_lib.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   n = len(records)

@@ -52,11 +52,11 @@ def export(workdir: str, target: str, out: str, step: int | None = None,
 
 def main(argv):
   del argv
-  from maskssl import pipeline
+  from maskssl import run as run_lib
   try:
     side = export(_WORKDIR.value, _TARGET.value, _OUT.value, _STEP.value,
                   _CONFIG.value)
-  except pipeline.UserError as e:
+  except run_lib.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   n = sum(1 for _ in side["tensors"])

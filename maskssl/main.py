@@ -106,7 +106,7 @@ def main(argv):
     from maskssl import distributed
     distributed.initialize(_COORD.value, _NPROC.value, _PID.value,
                            heartbeat_timeout=_HEARTBEAT.value)
-  from maskssl import pipeline
+  from maskssl import run as run_lib
   config_arg = flags.FLAGS["config"].serialize().split("=", 1)[-1]
   workdir = _WORKDIR.value or default_workdir(config_arg)
   if _WORKDIR.value is None:
@@ -114,13 +114,13 @@ def main(argv):
           flush=True)
   try:
     if _MODE.value == "train":
-      pipeline.train_and_evaluate(_CONFIG.value, workdir)
+      run_lib.train_and_evaluate(_CONFIG.value, workdir)
     else:
-      pipeline.evaluate(_CONFIG.value, workdir, step=_STEP.value)
-  except pipeline.UserError as e:
+      run_lib.evaluate(_CONFIG.value, workdir, step=_STEP.value)
+  except run_lib.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  except pipeline.Interrupted as e:
+  except run_lib.Interrupted as e:
     print(str(e), file=sys.stderr, flush=True)
     sys.exit(130 if e.signal_name == "SIGINT" else 143)
   except Exception as e:  # a dead peer: fail fast instead of hanging

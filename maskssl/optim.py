@@ -1,69 +1,113 @@
-"""Optimisers and learning-rate schedules from ``config.optim``.
+"""The optimiser factory: ``config.optim`` -> ``(tx, schedule)``.
 
-Fields (all overridable from the command line):
-  name          "adamw" (default) | "sgd" | "adam"
-  lr            peak learning rate
-  schedule      "cosine" (linear warm-up from 0, cosine to ``end_lr``) |
-                "constant" (no warm-up, as the HF Trainer's constant) |
-                "warmup_constant" | "linear"
-  warmup_steps  int (or ``warmup_fraction`` of total steps if > 0)
-  end_lr        final lr of cosine/linear (default 0)
-  weight_decay  decoupled weight decay (AdamW) / L2 added to grads (SGD)
-  no_decay_names  extra parameter names (any path component) without decay;
-                biases and normalisation ``scale``/``bias`` never decay
-  clip_norm     global-norm clipping (0 = off)
-  b1, b2, eps   Adam moments;  momentum, nesterov for SGD
+``config.optim`` is an :class:`OptimConfig` written as a dict; its fields are
+the schema (an unknown key is a ConfigError). Optimisers:
+
+  adamw / adam  optax Adam moments, decoupled weight decay (adamw only)
+  sgd           PyTorch ``torch.optim.SGD`` (dampening 0): coupled decay
+                ``d = g + wd p``, ``b = mu b + d``, ``p -= lr b``
+  lars          optax.lars (You et al. 2017, Alg. 1); biases and norm
+                params are excluded from weight decay and the trust ratio
+
+Schedules (``schedule``): cosine (linear warm-up from 0, cosine to
+``end_lr``), constant (no warm-up), warmup_constant, linear, and
+cosine_epoch (per-epoch cosine without warm-up, constant within an epoch,
+as ``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped once per epoch).
+
+Parameter groups: ``bias_lr`` gives biases and normalisation params their
+own peak learning rate (same schedule shape), as the Barlow Twins recipe
+(Zbontar et al. 2021, Sec. 3: LARS, lr 0.2 for weights, 0.0048 for biases
+and BatchNorm).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+import math
+from typing import Any, Callable, Optional, Sequence
 
 import jax
-import ml_collections
+import jax.numpy as jnp
 import optax
-from maskssl.config_utils import cfg_get
+
+from maskssl.config_utils import ConfigError, from_config
 
 _NEVER_DECAY = ("bias", "scale")
+NAMES = ("adamw", "adam", "sgd", "lars")
+SCHEDULES = ("cosine", "constant", "warmup_constant", "linear",
+             "cosine_epoch")
 
 
-_get = cfg_get
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  name: str = "adamw"
+  lr: float = 1e-4
+  schedule: str = "cosine"
+  warmup_steps: int = 0
+  warmup_fraction: float = 0.0    # > 0: overrides warmup_steps
+  end_lr: float = 0.0
+  weight_decay: float = 0.0
+  no_decay_names: Sequence[str] = ()  # extra names (any path component)
+  decay_all: bool = False         # sgd: decay biases/norms too (torch default)
+  clip_norm: float = 0.0          # global-norm clipping (0 = off)
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  momentum: float = 0.9
+  nesterov: bool = False
+  trust_coefficient: float = 1e-3  # lars
+  lars_eps: float = 0.0
+  bias_lr: Optional[float] = None  # peak lr of biases and norm params
+  steps_per_epoch: int = 0        # cosine_epoch (0: the caller's value)
+  epochs: int = 0                 # cosine_epoch (0: ceil(total / spe))
 
 
-def default_optim_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      name="adamw", lr=1e-4, schedule="cosine", warmup_steps=0,
-      warmup_fraction=0.0, end_lr=0.0, weight_decay=0.01, no_decay_names=(),
-      clip_norm=1.0, b1=0.9, b2=0.999, eps=1e-8, momentum=0.9,
-      nesterov=False))
-  cfg.update(overrides)
-  return cfg
+def optim_config(cfg=None, **overrides) -> OptimConfig:
+  """An :class:`OptimConfig` from a dict / ConfigDict (or one already)."""
+  if isinstance(cfg, OptimConfig):
+    return dataclasses.replace(cfg, **overrides)
+  c = from_config(OptimConfig, cfg, "config.optim", **overrides)
+  if c.name not in NAMES:
+    raise ConfigError(f"unknown optim.name {c.name!r}; use one of {NAMES}")
+  if c.schedule not in SCHEDULES:
+    raise ValueError(f"Unknown optim.schedule {c.schedule!r}; use one of "
+                     f"{SCHEDULES}")
+  return c
 
 
-def make_schedule(cfg, total_steps: int) -> optax.Schedule:
-  lr = float(_get(cfg, "lr", 1e-4))
-  kind = _get(cfg, "schedule", "cosine")
-  warmup = int(_get(cfg, "warmup_steps", 0))
-  frac = float(_get(cfg, "warmup_fraction", 0.0))
-  if frac > 0:
-    warmup = int(round(frac * total_steps))
-  warmup = min(warmup, max(total_steps - 1, 0))
-  end_lr = float(_get(cfg, "end_lr", 0.0))
-  if kind == "constant":
+def cosine_epoch_schedule(lr0: float, steps_per_epoch: int, epochs: int):
+  """Per-epoch cosine without warm-up, constant within an epoch."""
+  spe, total = max(int(steps_per_epoch), 1), max(int(epochs), 1)
+
+  def fn(step):
+    epoch = jnp.asarray(step) // spe
+    return lr0 * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / total))
+  return fn
+
+
+def _schedule(c: OptimConfig, lr: float, total_steps: int,
+              steps_per_epoch: int = 0) -> optax.Schedule:
+  warmup = c.warmup_steps
+  if c.warmup_fraction > 0:
+    warmup = int(round(c.warmup_fraction * total_steps))
+  warmup = min(int(warmup), max(total_steps - 1, 0))
+  end_lr = c.end_lr
+  if c.schedule == "constant":
     return optax.constant_schedule(lr)
-  if kind == "warmup_constant":
+  if c.schedule == "warmup_constant":
     return optax.join_schedules(
         [optax.linear_schedule(0.0, lr, max(warmup, 1)),
          optax.constant_schedule(lr)], [warmup])
-  if kind == "cosine":
+  if c.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1), end_value=end_lr)
-  if kind == "linear":
+  if c.schedule == "linear":
     return optax.join_schedules(
         [optax.linear_schedule(0.0, lr, max(warmup, 1)),
          optax.linear_schedule(lr, end_lr, max(total_steps - warmup, 1))],
         [warmup])
-  raise ValueError(f"Unknown optim.schedule {kind!r}; use cosine, constant, "
-                   "warmup_constant or linear")
+  spe = c.steps_per_epoch or steps_per_epoch or max(total_steps, 1)
+  epochs = c.epochs or max(1, math.ceil(max(total_steps, 1) / spe))
+  return cosine_epoch_schedule(lr, spe, epochs)
 
 
 def decay_mask(params: Any, no_decay_names: Sequence[str] = ()) -> Any:
@@ -79,35 +123,61 @@ def decay_mask(params: Any, no_decay_names: Sequence[str] = ()) -> Any:
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(cfg, total_steps: int,
-                   lr_scale: Any = None) -> optax.GradientTransformation:
-  """The optimiser for ``config.optim``; ``lr_scale`` is an optional pytree of
-  per-parameter learning-rate multipliers (e.g. layer-wise decay)."""
-  name = _get(cfg, "name", "adamw")
-  schedule = make_schedule(cfg, total_steps)
-  wd = float(_get(cfg, "weight_decay", 0.0))
-  mask = lambda p: decay_mask(p, tuple(_get(cfg, "no_decay_names", ())))
+def _scale_tree(scale_fn: Callable[[Any], Any]) -> optax.GradientTransformation:
+  """Multiply updates by a per-leaf factor pytree ``scale_fn(updates)``."""
+  return optax.GradientTransformation(
+      lambda p: optax.EmptyState(),
+      lambda u, s, p=None: (jax.tree.map(lambda g, k: g * k, u, scale_fn(u)),
+                            s))
+
+
+def make(cfg, total_steps: int, *, steps_per_epoch: int = 0,
+         lr_scale: Any = None
+         ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """``(tx, schedule)`` for ``config.optim``; ``schedule`` is the weights'
+  learning rate (logged as ``lr``). ``lr_scale``: an optional pytree of
+  per-parameter lr multipliers (layer-wise decay); ``steps_per_epoch``
+  sizes ``cosine_epoch``."""
+  c = optim_config(cfg)
+  total_steps = max(int(total_steps), 1)
+  schedule = _schedule(c, c.lr, total_steps, steps_per_epoch)
+  mask = lambda p: decay_mask(p, tuple(c.no_decay_names))  # noqa: E731
   parts = []
-  clip = float(_get(cfg, "clip_norm", 0.0))
-  if clip > 0:
-    parts.append(optax.clip_by_global_norm(clip))
-  if name in ("adamw", "adam"):
-    parts.append(optax.scale_by_adam(
-        b1=float(_get(cfg, "b1", 0.9)), b2=float(_get(cfg, "b2", 0.999)),
-        eps=float(_get(cfg, "eps", 1e-8))))
-    if name == "adamw" and wd > 0:
-      parts.append(optax.add_decayed_weights(wd, mask))
-  elif name == "sgd":
-    if wd > 0:
-      parts.append(optax.add_decayed_weights(wd, mask))
-    parts.append(optax.trace(decay=float(_get(cfg, "momentum", 0.9)),
-                             nesterov=bool(_get(cfg, "nesterov", False))))
-  else:
-    raise ValueError(f"Unknown optim.name {name!r}; use adamw, adam or sgd")
+  if c.clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(c.clip_norm))
+  groups = None
+  if c.bias_lr is not None and c.lr:
+    ratio = float(c.bias_lr) / float(c.lr)
+    groups = _scale_tree(lambda u: jax.tree.map(
+        lambda d: 1.0 if d else ratio, mask(u)))
+  if c.name == "lars":
+    parts += [optax.add_decayed_weights(c.weight_decay, mask),
+              optax.masked(optax.scale_by_trust_ratio(
+                  trust_coefficient=c.trust_coefficient, eps=c.lars_eps),
+                  mask)]
+    parts += [groups] if groups else []
+    parts += [optax.scale_by_learning_rate(schedule),
+              optax.trace(decay=c.momentum, nesterov=c.nesterov)]
+    return optax.chain(*parts), schedule
+  if c.name in ("adamw", "adam"):
+    parts.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps))
+    if c.name == "adamw" and c.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(c.weight_decay, mask))
+  else:  # sgd
+    if c.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(
+          c.weight_decay, None if c.decay_all else mask))
+    parts.append(optax.trace(decay=c.momentum, nesterov=c.nesterov))
+  parts += [groups] if groups else []
   if lr_scale is not None:
-    parts.append(optax.GradientTransformation(
-        lambda p: optax.EmptyState(),
-        lambda u, s, p=None: (jax.tree.map(lambda g, k: g * k, u, lr_scale),
-                              s)))
+    parts.append(_scale_tree(lambda u: lr_scale))
   parts.append(optax.scale_by_learning_rate(schedule))
-  return optax.chain(*parts)
+  return optax.chain(*parts), schedule
+
+
+def momentum_trace(opt_state, params):
+  """The momentum buffer inside an sgd / lars state (zeros without one)."""
+  try:
+    return optax.tree_utils.tree_get(opt_state, "trace")
+  except KeyError:
+    return jax.tree.map(jnp.zeros_like, params)

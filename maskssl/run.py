@@ -3,8 +3,10 @@
 The command-line front end is :mod:`maskssl.main`; this module is the
 programmatic one (tests and notebooks call it directly)::
 
-    from maskssl import pipeline
-    summary = pipeline.train_and_evaluate(config, "runs/x")
+    from maskssl import run
+    summary = run.train_and_evaluate(config, "runs/x")
+
+(``maskssl.pipeline`` is a deprecated alias of this module.)
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from maskssl.config_utils import ConfigError
 from maskssl.data import load_source
 from maskssl.data.base import DataError
 from maskssl.data.grain_source import InputWorkerError
-from maskssl.evaluators import get_evaluator
+from maskssl.evaluators import check_eval_config, make_evaluator
+from maskssl.methods import _REGISTRY as METHODS
 from maskssl.methods import get_method
 from maskssl.train import Interrupted  # noqa: F401  (re-exported)
 
@@ -43,25 +46,57 @@ def _check_workdir(workdir: str):
 
 
 def _validate(config):
-  """Cheap checks that fail before any compute."""
+  """Cheap checks that fail before any compute (no method is built yet:
+  that needs the run length, see :func:`_build`)."""
   for key in ("method", "seed", "batch_size", "data"):
     if key not in config:
       raise ConfigError(f"config has no field {key!r}")
-  try:
-    method = get_method(config)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
+  if config.method not in METHODS:
+    raise ConfigError(f"Unknown method {config.method!r}; known: "
+                      f"{sorted(METHODS)}")
+  _enabled_evals(config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(int(config.batch_size), mesh)
   if int(config.batch_size) % jax.process_count():
     raise ConfigError(f"config.batch_size={config.batch_size} is not "
                       f"divisible by {jax.process_count()} processes")
+  return mesh
+
+
+def _build(config):
+  """The method (``config.total_steps`` resolved) and its evaluators."""
+  try:
+    method = get_method(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  return method, _evaluators(config, method)
+
+
+def _evaluators(config, method) -> dict:
+  fns = method.predict_fns()
+  return {name: make_evaluator(name, ecfg, config, fns)
+          for name, ecfg in _enabled_evals(config)}
+
+
+def _pretrains(config) -> bool:
+  return _total(config) > 0 or float(config.get("num_epochs", 0) or 0) > 0
+
+
+def _resolve_length(config, dataset):
+  """(config with total_steps resolved from num_epochs, LoopConfig)."""
+  lc = train_lib.loop_config(config, len(dataset))
+  if _total(config) != lc.total_steps:
+    config = _with_total_steps(config, lc.total_steps)
+  return config, lc
+
+
+def _enabled_evals(config):
+  out = []
   for name, ecfg in (config.get("evals", None) or {}).items():
-    try:
-      get_evaluator(ecfg.type)
-    except (ValueError, AttributeError) as e:
-      raise ConfigError(f"config.evals.{name}: {e}") from e
-  return method, mesh
+    check_eval_config(name, ecfg)
+    if ecfg.get("enabled", True):
+      out.append((name, ecfg))
+  return out
 
 
 def _with_total_steps(config, total: int):
@@ -72,21 +107,63 @@ def _with_total_steps(config, total: int):
   return config
 
 
-def _run_evals(config, method, state, workdir, writer, step) -> dict:
-  """Run every enabled evaluator; each writes under
+def _run_eval(name, evaluator, state, workdir, writer, step) -> dict:
+  """One evaluator on ``state``; it writes under
   ``<workdir>/eval/step<step>/<name>/`` so results of different checkpoints
   never mix (finished sub-runs there are reused on restart)."""
-  results = {}
-  for name, ecfg in (config.get("evals", None) or {}).items():
-    if not ecfg.get("enabled", True):
+  t0 = time.perf_counter()
+  out = evaluator.run(state, os.path.join(workdir, "eval", f"step{step}",
+                                          name))
+  out = {k: float(v) for k, v in out.items()}
+  writer.write(step, dict(out, seconds=time.perf_counter() - t0),
+               stage=f"eval/{name}")
+  return out
+
+
+def _online_hooks(config, evaluators, workdir, writer, history):
+  """``(every, fn)`` train-loop hooks for ``config.evals.<name>.every > 0``:
+  the evaluator also runs during pretraining (the final step is left to the
+  evaluation after training). Results land in ``history[name]``."""
+  hooks = []
+  for name, ecfg in _enabled_evals(config):
+    every = int(ecfg.get("every", 0) or 0)
+    if every <= 0:
       continue
-    t0 = time.perf_counter()
-    out = get_evaluator(ecfg.type).run(config, ecfg, method, state,
-                                       os.path.join(workdir, "eval", f"step{step}", name))
-    out = {k: float(v) for k, v in out.items()}
-    writer.write(step, dict(out, seconds=time.perf_counter() - t0),
-                 stage=f"eval/{name}")
-    results[name] = out
+
+    def fn(step, state, name=name):
+      if step >= _total(config):
+        return {}
+      out = _run_eval(name, evaluators[name], state, workdir, writer, step)
+      history.setdefault(name, []).append((step, out))
+      return {}
+    hooks.append((every, fn))
+  return hooks
+
+
+def _total(config) -> int:
+  return int(config.get("total_steps", 0) or 0)
+
+
+def _with_best(evaluator, res: dict, history: list) -> dict:
+  """``res`` + ``best_<metric>`` and ``best_step`` over ``history`` (the
+  online evaluations and the final one), for evaluators with a ``select``
+  metric (kNN, linear probe)."""
+  key = getattr(evaluator, "select", None)
+  if not key or key not in res:
+    return res
+  step, best = max(history, key=lambda sv: sv[1].get(key, float("-inf")))
+  return dict(res, **{f"best_{key}": best[key], "best_step": float(step)})
+
+
+def _run_evals(evaluators, state, workdir, writer, step,
+               history=None) -> dict:
+  """Every enabled evaluator on the final ``state``."""
+  results = {}
+  for name, evaluator in evaluators.items():
+    out = _run_eval(name, evaluator, state, workdir, writer, step)
+    past = (history or {}).get(name)
+    results[name] = (_with_best(evaluator, out, past + [(step, out)])
+                     if past else out)
   return results
 
 
@@ -155,37 +232,39 @@ def _print_devices(mesh):
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  method, mesh = _validate(config)
+  mesh = _validate(config)
   _check_workdir(workdir)
   _print_devices(mesh)
-  # file-backed (read by the grain loader) when the data module has a
-  # source for it, else in memory
-  dataset = load_source(config.data, config.data.get("pretrain_split",
-                                                     "pretrain"))
-  if not int(config.get("total_steps", 0) or 0) and float(
-      config.get("num_epochs", 0) or 0) > 0:
-    # Methods size their schedules from config.total_steps: resolve epochs.
-    config = _with_total_steps(config, train_lib.loop_config(
-        config, len(dataset)).total_steps)
-    method = get_method(config)
+  dataset = lc = None
+  load = lambda: load_source(  # noqa: E731
+      config.data, config.data.get("pretrain_split", "pretrain"))
+  # file-backed (read by the grain loader) when the data module has a source
+  # for it, else in memory. The run length is resolved once, before the
+  # method is built (its schedules need it); with total_steps given, the
+  # method (and every config error it finds) comes before the data.
+  if _pretrains(config) and not _total(config):
+    dataset = load()
+    config, lc = _resolve_length(config, dataset)
+  method, evaluators = _build(config)
+  if _pretrains(config) and dataset is None:
+    dataset = load()
+    config, lc = _resolve_length(config, dataset)
   train_lib.save_run_config(config, workdir)
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     tensorboard=True)
-  pre = None
-  state = None
-  if int(config.get("total_steps", 0) or 0) > 0 or float(
-      config.get("num_epochs", 0) or 0) > 0:
-    lc = train_lib.loop_config(config, len(dataset))
+  pre = state = None
+  history: dict = {}
+  if lc is not None:
     t0 = time.perf_counter()
     state, pre = train_lib.train_loop(
         method, dataset, lc, workdir, mesh=mesh,
         run_meta=dict(method=config.method),
-        lr_fn=getattr(method, "schedule", None))
+        hooks=_online_hooks(config, evaluators, workdir, writer, history))
     pre["wall_s"] = time.perf_counter() - t0
     pre.pop("hook_results", None)
-  evals = _run_evals(config, method, state, workdir, writer,
-                     int(pre["final_step"]) if pre else 0)
+  evals = _run_evals(evaluators, state, workdir, writer,
+                     int(pre["final_step"]) if pre else 0, history)
   summary = dict(pretrain=pre, evals=evals)
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
@@ -198,24 +277,33 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def restore_state(config, workdir: str, step: int | None = None,
                   dataset=None):
   """(method, state, step) restored from ``<workdir>/checkpoints``;
-  ``dataset``: the pretraining split when the caller has it already."""
-  method, mesh = _validate(config)
+  ``dataset``: the pretraining split when the caller has it already. The
+  run length and example-batch shapes come from the checkpoint's metadata
+  (the pretraining split is only read for checkpoints written before it
+  held them)."""
+  mesh = _validate(config)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise ckpt_lib.CheckpointError(
         f"no checkpoints directory in {workdir!r}; train first, or pass the "
         "--workdir of a finished run")
-  if dataset is None:
-    dataset = load_source(config.data, config.data.get("pretrain_split",
-                                                       "pretrain"))
-  lc = train_lib.loop_config(config, len(dataset))
-  if not int(config.get("total_steps", 0) or 0):
-    config = _with_total_steps(config, lc.total_steps)
-    method = get_method(config)
-  batch = train_lib.example_batch(dataset, lc)
-  target = train_lib.abstract_state(method, batch, lc, mesh)
-  checkpointer = ckpt_lib.Checkpointer(ckpt_dir, lc.keep_checkpoints, False)
+  checkpointer = ckpt_lib.Checkpointer(
+      ckpt_dir, int(config.get("keep_checkpoints", 3)), False)
   try:
+    steps = checkpointer.all_steps()
+    meta = checkpointer.meta(step if step in steps else None) if steps else {}
+    if dataset is None and "batch_spec" in meta and "total_steps" in meta:
+      config = _with_total_steps(config, int(meta["total_steps"]))
+      lc = train_lib.loop_config(config, 1)
+      batch = train_lib.spec_batch(meta["batch_spec"])
+    else:
+      if dataset is None:
+        dataset = load_source(config.data, config.data.get("pretrain_split",
+                                                           "pretrain"))
+      config, lc = _resolve_length(config, dataset)
+      batch = train_lib.example_batch(dataset, lc)
+    method = _build(config)[0]
+    target = train_lib.abstract_state(method, batch, lc, mesh)
     step, state, _ = checkpointer.restore(target, step)
   finally:
     checkpointer.close()
@@ -225,10 +313,11 @@ def restore_state(config, workdir: str, step: int | None = None,
 def evaluate(config, workdir: str, step: int | None = None) -> dict:
   method, state, step = restore_state(config, workdir, step)
   print(f"restored checkpoint step {step} from {workdir}", flush=True)
+  evaluators = _evaluators(config, method)
   writer = metrics_lib.MetricWriter(workdir,
                                     enabled=jax.process_index() == 0,
                                     tensorboard=True)
-  evals = _run_evals(config, method, state, workdir, writer, step)
+  evals = _run_evals(evaluators, state, workdir, writer, step)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, f"eval_step{step}.json"), "w") as f:
       json.dump(evals, f, indent=2, default=float)

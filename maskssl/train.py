@@ -112,6 +112,19 @@ def example_batch(dataset, lc: LoopConfig) -> dict:
   return batch
 
 
+def batch_spec(batch: dict) -> dict:
+  """``{key: [shape, dtype]}`` of a batch (saved with checkpoints, so
+  evaluate-only builds the state's shapes without loading the data)."""
+  return {k: [list(np.shape(v)), str(np.asarray(v).dtype)]
+          for k, v in batch.items()}
+
+
+def spec_batch(spec: dict) -> dict:
+  """A zero batch of :func:`batch_spec`'s shapes."""
+  return {k: np.zeros(tuple(shape), np.dtype(dtype))
+          for k, (shape, dtype) in spec.items()}
+
+
 def init_state(method, batch: dict, lc: LoopConfig, mesh) -> tuple[Any, Any]:
   """Shape-first init into the target shardings; returns (state, shardings).
 
@@ -241,6 +254,7 @@ def train_loop(method, dataset, lc: LoopConfig, workdir: str,
   NaN/Inf (keeping the last good checkpoint)."""
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch_size(lc.batch_size, mesh)
+  lr_fn = lr_fn or getattr(method, "schedule", None)
   source = grain_source.as_source(dataset)
   spe = steps_per_epoch(len(source), lc.batch_size)
   is_main = jax.process_index() == 0
@@ -279,7 +293,7 @@ def train_loop(method, dataset, lc: LoopConfig, workdir: str,
               total_steps=lc.total_steps, batch_size=lc.batch_size,
               seed=lc.seed, num_examples=len(source),
               data_loader="grain: (seed, step) order, the step is the whole "
-              "iterator state")
+              "iterator state", batch_spec=batch_spec(first))
   progress = metrics_lib.Progress(lc.total_steps, start, lc.stage,
                                   enabled=lc.verbose and is_main)
   pending: list = []

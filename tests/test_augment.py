@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskssl import augment as aug
+from maskssl.data import augment as aug
 
 
 def _images(b=6, h=12, w=12, seed=0):

@@ -11,7 +11,7 @@ import pytest
 
 import maskssl
 from maskssl import embed
-from maskssl import pipeline
+from maskssl import run as run_lib
 from maskssl.config_utils import load_config_file
 from maskssl.data import tabular
 from maskssl.data.base import DataError
@@ -35,7 +35,7 @@ def _tiny_higgs(workdir):
             "head_dim", "head_qk_dim", "cross_qk_dim"):
     c.model[k] = 16
   c.evals = ml_collections.ConfigDict()
-  pipeline.train_and_evaluate(c, workdir)
+  run_lib.train_and_evaluate(c, workdir)
   return workdir
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import maskssl
 from maskssl import export as export_lib
-from maskssl import interop, pipeline
+from maskssl import interop, run as run_lib
 from maskssl.config_utils import ConfigError, load_config_file
 from maskssl.interop import sma as sma_interop
 
@@ -31,7 +31,7 @@ def run(tmp_path_factory):
     c.model[k] = 16
   c.evals = ml_collections.ConfigDict()
   d = str(tmp_path_factory.mktemp("sma_run"))
-  pipeline.train_and_evaluate(c, d)
+  run_lib.train_and_evaluate(c, d)
   return d
 
 

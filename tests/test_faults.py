@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from maskssl import pipeline
+from maskssl import run as run_lib
 from maskssl import train as train_lib
 from maskssl.config_utils import ConfigError, load_config_file
 from mp_util import REPO, checkpoint_arrays, env
@@ -47,7 +47,7 @@ def test_unwritable_mount_is_a_config_error(workdir):
     pytest.skip(f"{workdir} exists")
   config = load_config_file(SMA_CONFIG)
   with pytest.raises(ConfigError, match="is not writable"):
-    pipeline.train_and_evaluate(config, workdir)
+    run_lib.train_and_evaluate(config, workdir)
   assert not os.path.exists(workdir)
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from maskssl.evaluators import get_evaluator, linear_probe
+from maskssl.evaluators import get_evaluator, linear_probe, make_evaluator
 
 
 def test_standardize_uses_train_statistics():
@@ -56,9 +56,10 @@ def test_run_on_embedded_pcam(tmp_path):
   config = ml_collections.ConfigDict(dict(data=dict(name="pcam")))
   ecfg = ml_collections.ConfigDict(dict(type="linear_probe", epochs=40,
                                         batch_size=80, warmup_epochs=2))
-  ev = get_evaluator("linear_probe")
-  res = ev.run(config, ecfg, _MeanColourMethod(), {"scale": jnp.float32(1.0)},
-               str(tmp_path))
+  ev = make_evaluator("probe", ecfg, config,
+                      {"encode": _MeanColourMethod().encode})
+  assert isinstance(ev, get_evaluator("linear_probe"))
+  res = ev.run({"scale": jnp.float32(1.0)}, str(tmp_path))
   assert set(res) == {"accuracy", "auc", "train_accuracy"}
   assert 0.0 <= res["auc"] <= 1.0
   saved = json.load(open(tmp_path / "linear_probe.json"))

@@ -12,10 +12,11 @@ import numpy as np
 import optax
 import pytest
 
-from maskssl import augment as aug_lib
+from maskssl.data import augment as aug_lib
 from maskssl.evaluators import knn as knn_lib
 from maskssl.methods import get_method
-from maskssl.methods.metamask import MetaMask, momentum_trace, write_mask_report
+from maskssl.evaluators.mask_report import write_mask_report
+from maskssl.methods.metamask import MetaMask, momentum_trace
 
 B = 16
 # The graphs here are tiny; XLA's backend optimisations only cost compile

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from maskssl import optim
 from maskssl.masks import mscn
 from maskssl.methods import get_method
 from maskssl.methods import siamese
@@ -203,7 +204,7 @@ def test_lars_excludes_biases_and_norms_from_decay_and_trust_ratio():
   opt = ml_collections.ConfigDict(dict(
       name="lars", lr=0.5, schedule="constant", weight_decay=0.1,
       momentum=0.0, clip_norm=0.0))
-  tx = siamese.make_tx(opt, 10)
+  tx, _ = optim.make(opt, 10)
   params = {"conv": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.ones(2)},
             "bn": {"scale": jnp.ones(2)}}
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)

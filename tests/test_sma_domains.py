@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maskssl import pipeline
+from maskssl import run as run_lib
 from maskssl.data import load_split
 from maskssl.methods.sma import SMA
 
@@ -152,7 +152,7 @@ def test_quick_config_trains_and_evaluates(tmp_path, name, evals):
         c.evals[k].inits = ("pretrained",)
     elif c.evals[k].type == "linear_probe":
       c.evals[k].epochs = 2
-  summary = pipeline.train_and_evaluate(c, str(tmp_path))
+  summary = run_lib.train_and_evaluate(c, str(tmp_path))
   pre = summary["pretrain"]
   assert pre["final_step"] == 3 and np.isfinite(pre["loss"])
   assert set(summary["evals"]) == set(evals)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from maskssl import parallel
-from maskssl import pipeline
+from maskssl import run as run_lib
 from maskssl import train as train_lib
 from maskssl.config_utils import load_config_file
 from maskssl.data import load_split
@@ -76,7 +76,7 @@ def test_sharded_step_matches_single_device(fsdp):
 def test_pipeline_pretrain_finetune_and_evaluate_only(tmp_path):
   c = tiny_config()
   wd = str(tmp_path / "run")
-  summary = pipeline.train_and_evaluate(c, wd)
+  summary = run_lib.train_and_evaluate(c, wd)
   assert summary["pretrain"]["final_step"] == 6
   ft = summary["evals"]["finetune"]
   for init in ("pretrained", "scratch"):
@@ -95,9 +95,9 @@ def test_pipeline_pretrain_finetune_and_evaluate_only(tmp_path):
     assert "pretrain/loss" in tags and "pretrain/grad_norm" in tags
     assert any(t.startswith("eval/finetune/") for t in tags)
   # evaluate-only restores the same checkpoint and gives the same numbers
-  again = pipeline.evaluate(c, wd)
+  again = run_lib.evaluate(c, wd)
   assert again["finetune"] == pytest.approx(ft)
-  method, state, step = pipeline.restore_state(c, wd, step=3)
+  method, state, step = run_lib.restore_state(c, wd, step=3)
   assert step == 3 and int(state["step"]) == 3
 
 
@@ -125,7 +125,7 @@ def _tensorboard_tags(logdir):
 def test_resume_of_sma_run_is_bit_exact(tmp_path):
   c = tiny_config()
   c.evals.finetune.enabled = False
-  ref = pipeline.train_and_evaluate(copy.deepcopy(c), str(tmp_path / "a"))
+  ref = run_lib.train_and_evaluate(copy.deepcopy(c), str(tmp_path / "a"))
   short = copy.deepcopy(c)
   wd = str(tmp_path / "b")
   # an interrupted run: the first 3 steps, then the same command again
@@ -134,10 +134,10 @@ def test_resume_of_sma_run_is_bit_exact(tmp_path):
   lc = train_lib.loop_config(short, len(ds), verbose=False)
   lc_short = train_lib.LoopConfig(**{**lc.__dict__, "total_steps": 3})
   train_lib.train_loop(method, ds, lc_short, wd)
-  resumed = pipeline.train_and_evaluate(copy.deepcopy(c), wd)
+  resumed = run_lib.train_and_evaluate(copy.deepcopy(c), wd)
   assert resumed["pretrain"]["start_step"] == 3
-  _, sa, _ = pipeline.restore_state(c, str(tmp_path / "a"))
-  _, sb, _ = pipeline.restore_state(c, wd)
+  _, sa, _ = run_lib.restore_state(c, str(tmp_path / "a"))
+  _, sb, _ = run_lib.restore_state(c, wd)
   for a, b in zip(jax.tree.leaves(jax.device_get(sa)),
                   jax.tree.leaves(jax.device_get(sb))):
     np.testing.assert_array_equal(a, b)

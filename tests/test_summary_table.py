@@ -1,5 +1,5 @@
 """The run summary shows fine-tune arms side by side with their difference."""
-from maskssl.pipeline import format_table
+from maskssl.run import format_table
 
 
 def test_finetune_arms_side_by_side():

@@ -36,10 +36,8 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from maskssl.constants import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN,
+                               IMAGENET_STD)
 _LUMA = (0.299, 0.587, 0.114)
 
 

@@ -2,22 +2,18 @@
 
 * :func:`read_image_folder` -- ``root/<class>/*.{png,jpg,jpeg,tif,tiff}``
   (class index = position in the sorted class-folder names, as torchvision's
-  ``ImageFolder``). Decoding uses Pillow when installed; without it, 8-bit
-  PNGs are decoded by a small pure-numpy reader and other formats raise a
-  :class:`DataError` saying to ``pip install pillow``.
+  ``ImageFolder``), decoded with Pillow.
 * :func:`read_npz` -- keys ``images`` (N, H, W[, C]) and ``labels`` (N,).
 * Optional ``resize`` (shorter side, bilinear; needs Pillow unless the image
   is already that size) and ``crop`` (centre crop) so images of different
   sizes can be stacked.
-* :func:`write_png` / :func:`read_png` -- dependency-free PNG I/O (zlib).
+* :func:`write_png` / :func:`read_png` -- PNG I/O (Pillow).
 
 Every unreadable or inconsistent file raises ``DataError`` naming the file.
 """
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from typing import Optional, Sequence
 
 import numpy as np
@@ -25,152 +21,49 @@ import numpy as np
 from maskssl.data.base import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
-# ---- PNG without dependencies ----------------------------------------------
+# ---- PNG (Pillow) -------------------------------------------------------------
 
 def write_png(path: str, image: np.ndarray) -> None:
-  """Write a uint8 (H, W), (H, W, 3) or (H, W, 4) array as a PNG."""
+  """Write a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array as a PNG."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   img = np.asarray(image)
   if img.dtype != np.uint8:
     raise ValueError(f"write_png needs uint8, got {img.dtype}")
-  if img.ndim == 2:
-    img = img[:, :, None]
-  h, w, c = img.shape
-  color = {1: 0, 3: 2, 4: 6}[c]
-  raw = b"".join(b"\x00" + img[y].tobytes() for y in range(h))
-
-  def chunk(tag, data):
-    return (struct.pack(">I", len(data)) + tag + data
-            + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-  with open(path, "wb") as f:
-    f.write(_PNG_SIG + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color,
-                                                  0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-
-
-def _paeth(a, b, c):
-  p = a + b - c
-  pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
-  return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+  if img.ndim == 3 and img.shape[2] == 1:
+    img = img[:, :, 0]
+  Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")
 
 
 def read_png(path: str) -> np.ndarray:
-  """Decode a non-interlaced 8-bit gray/RGB/RGBA PNG to uint8 (H, W, C)."""
-  with open(path, "rb") as f:
-    data = f.read()
-  if not data.startswith(_PNG_SIG):
-    raise DataError(f"{path}: not a PNG file")
-  pos, idat, hdr = 8, [], None
-  while pos + 8 <= len(data):
-    (length,) = struct.unpack(">I", data[pos:pos + 4])
-    tag = data[pos + 4:pos + 8]
-    body = data[pos + 8:pos + 8 + length]
-    if tag == b"IHDR":
-      hdr = struct.unpack(">IIBBBBB", body)
-    elif tag == b"IDAT":
-      idat.append(body)
-    elif tag == b"IEND":
-      break
-    pos += 12 + length
-  if hdr is None or not idat:
-    raise DataError(f"{path}: truncated PNG (no IHDR/IDAT)")
-  w, h, depth, color, _, _, interlace = hdr
-  channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(color)
-  if depth != 8 or channels is None or interlace:
-    raise DataError(f"{path}: PNG with bit depth {depth}, colour type {color},"
-                    f" interlace {interlace} needs Pillow (pip install pillow)")
+  """Decode a PNG to uint8 (H, W, C) (C = 1 gray, 2 gray+alpha, 3, 4)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
-  except zlib.error as e:
-    raise DataError(f"{path}: corrupt PNG data ({e})") from e
-  stride = w * channels
-  if raw.size != h * (stride + 1):
-    raise DataError(f"{path}: PNG data has {raw.size} bytes, expected "
-                    f"{h * (stride + 1)}")
-  rows = raw.reshape(h, stride + 1)
-  out = np.zeros((h, stride), np.int32)
-  prev = np.zeros(stride, np.int32)
-  for y in range(h):
-    ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
-    if ftype == 0:
-      cur = line
-    elif ftype == 2:
-      cur = (line + prev) & 255
-    elif ftype in (1, 3, 4):
-      cur = np.zeros(stride, np.int32)
-      for x in range(0, stride, channels):
-        left = cur[x - channels:x] if x else np.zeros(channels, np.int32)
-        up = prev[x:x + channels]
-        if ftype == 1:
-          pred = left
-        elif ftype == 3:
-          pred = (left + up) // 2
-        else:
-          ul = prev[x - channels:x] if x else np.zeros(channels, np.int32)
-          pred = _paeth(left, up, ul)
-        cur[x:x + channels] = (line[x:x + channels] + pred) & 255
-    else:
-      raise DataError(f"{path}: bad PNG filter type {ftype} in row {y}")
-    out[y], prev = cur, cur
-  return out.astype(np.uint8).reshape(h, w, channels)
-
-
-# ---- decoding -----------------------------------------------------------------
-
-def _pil():
-  try:
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-    return Image
-  except ImportError:
-    return None
-
-
-def _to_rgb(img: np.ndarray) -> np.ndarray:
-  if img.ndim == 2:
-    img = img[:, :, None]
-  c = img.shape[2]
-  if c == 1:
-    return np.repeat(img, 3, axis=2)
-  if c == 2:                                 # gray + alpha
-    return np.repeat(img[:, :, :1], 3, axis=2)
-  return img[:, :, :3]
+    with Image.open(path) as im:
+      if im.format != "PNG":
+        raise DataError(f"{path}: not a PNG file")
+      img = np.asarray(im)
+  except DataError:
+    raise
+  except Exception as e:  # UnidentifiedImageError, OSError (truncated), ...
+    raise DataError(f"{path}: cannot read PNG ({type(e).__name__}: {e})"
+                    ) from e
+  if img.dtype != np.uint8:
+    img = np.asarray(img >> 8 if img.dtype == np.uint16 else img, np.uint8)
+  return img[:, :, None] if img.ndim == 2 else img
 
 
 def decode_image(path: str, resize: Optional[int] = None,
                  crop: Optional[int] = None) -> np.ndarray:
   """One file -> uint8 (H, W, 3); DataError naming the file if unreadable."""
-  Image = _pil()
   try:
-    if Image is not None:
-      with Image.open(path) as im:
-        im = im.convert("RGB")
-        if resize:
-          w, h = im.size
-          s = resize / min(w, h)
-          if (round(w * s), round(h * s)) != (w, h):
-            im = im.resize((round(w * s), round(h * s)), Image.BILINEAR)
-        img = np.asarray(im, np.uint8)
-    elif path.lower().endswith(".png"):
-      img = _to_rgb(read_png(path))
-      if resize and min(img.shape[:2]) != resize:
-        raise DataError(f"{path}: resizing needs Pillow (pip install pillow)")
-    else:
-      raise DataError(f"{path}: decoding {os.path.splitext(path)[1]} files "
-                      "needs Pillow (pip install pillow); PNGs work without it")
-  except DataError:
-    raise
-  except Exception as e:  # PIL raises UnidentifiedImageError, OSError, ...
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
     raise DataError(f"{path}: cannot read image ({type(e).__name__}: {e})"
                     ) from e
-  if crop:
-    h, w = img.shape[:2]
-    if h < crop or w < crop:
-      raise DataError(f"{path}: image {h}x{w} is smaller than crop {crop}")
-    t, l = (h - crop) // 2, (w - crop) // 2
-    img = img[t:t + crop, l:l + crop]
-  return np.ascontiguousarray(img)
+  return decode_image_bytes(data, path, resize, crop)
 
 
 def list_image_folder(root: str, classes: Optional[Sequence[str]] = None):
@@ -271,10 +164,7 @@ def decode_image_bytes(data: bytes, name: str, resize: Optional[int] = None,
   """Encoded image bytes (a tar member, ...) -> uint8 (H, W, 3), as
   :func:`decode_image` does for files; errors name ``name``."""
   import io  # pylint: disable=import-outside-toplevel
-  Image = _pil()
-  if Image is None:
-    raise DataError(f"{name}: decoding images from bytes needs Pillow "
-                    "(pip install pillow)")
+  from PIL import Image  # pylint: disable=import-outside-toplevel
   try:
     with Image.open(io.BytesIO(data)) as im:
       im = im.convert("RGB")

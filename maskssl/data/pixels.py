@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from maskssl import augment
+from maskssl.data import augment
 from maskssl.data import cifar
 from maskssl.data.base import ArrayDataset, DataError
 from maskssl.config_utils import cfg_get

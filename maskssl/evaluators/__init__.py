@@ -1,30 +1,73 @@
-"""Evaluator plug-ins (big_vision style).
+"""Evaluators (big_vision style), built from ``config.evals``.
 
 ``config.evals`` maps a display name to a ConfigDict with a ``type`` field
-naming the plug-in, e.g.::
+naming the evaluator class; the other keys are its constructor's keyword
+arguments (an unknown key is a ConfigError), except ``every`` (> 0: also run
+every N pretraining steps, as a train-loop hook) and ``enabled``::
 
-    config.evals.finetune_1k = dict(type="finetune", num_labels=1000, ...)
+    config.evals.knn = dict(type="knn", k=20, temperature=0.07, every=500)
 
-Each plug-in module exposes ``run(config, eval_config, method, state,
-workdir) -> dict[str, float]``; ``state`` is the (restored) pretraining train
-state, ``workdir`` a directory the evaluator may write to (its own
-sub-checkpoints, reports). Results are logged by the caller.
+An evaluator is constructed with the method's pure functions
+(``Method.predict_fns()``: ``encode``, ``classifier``, ``reconstruct``, ...)
+and the data config, and run as ``run(state, workdir) -> dict[str, float]``;
+``workdir`` is a directory it may write to (reports, pictures,
+sub-checkpoints). Results are logged by the caller.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
+
+from maskssl.config_utils import ConfigError, check_keys
 
 _REGISTRY = {
-    "finetune": "maskssl.evaluators.finetune",
-    "knn": "maskssl.evaluators.knn",
-    "linear_probe": "maskssl.evaluators.linear_probe",
-    "mask_report": "maskssl.evaluators.mask_report",
-    "reconstruction": "maskssl.evaluators.reconstruction",
+    "finetune": "maskssl.evaluators.finetune:Finetune",
+    "knn": "maskssl.evaluators.knn:Knn",
+    "linear_probe": "maskssl.evaluators.linear_probe:LinearProbe",
+    "mask_report": "maskssl.evaluators.mask_report:MaskReport",
+    "reconstruction": "maskssl.evaluators.reconstruction:Reconstruction",
 }
+# keys of an evals entry read by the caller, not by the evaluator
+CALLER_KEYS = ("type", "every", "enabled")
+# constructor arguments the caller fills in
+_PROVIDED = ("self", "fns", "config", "data")
 
 
 def get_evaluator(type_name: str):
+  """The evaluator class registered as ``type_name``."""
   if type_name not in _REGISTRY:
     raise ValueError(
         f"Unknown evaluator type {type_name!r}; known: {sorted(_REGISTRY)}")
-  return importlib.import_module(_REGISTRY[type_name])
+  module, cls = _REGISTRY[type_name].split(":")
+  return getattr(importlib.import_module(module), cls)
+
+
+def evaluator_keys(cls) -> list[str]:
+  """The keys an evals entry of this class may hold."""
+  params = inspect.signature(cls.__init__).parameters
+  return sorted([p for p in params if p not in _PROVIDED[:2]] +
+                list(CALLER_KEYS))
+
+
+def check_eval_config(name: str, ecfg):
+  """ConfigError for an unknown type or key (before any compute)."""
+  try:
+    cls = get_evaluator(ecfg.get("type", None))
+  except (ValueError, AttributeError) as e:
+    raise ConfigError(f"config.evals.{name}: {e}") from e
+  check_keys(ecfg.keys(), evaluator_keys(cls),
+             f"config.evals.{name} (evaluator {ecfg.type!r})")
+  return cls
+
+
+def make_evaluator(name: str, ecfg, config, fns):
+  """The evaluator of ``config.evals.<name>``, given ``fns`` =
+  ``method.predict_fns()``."""
+  cls = check_eval_config(name, ecfg)
+  kw = {k: v for k, v in ecfg.items() if k not in CALLER_KEYS}
+  params = inspect.signature(cls.__init__).parameters
+  if "config" in params:
+    kw["config"] = config
+  if "data" in params and kw.get("data", None) is None:
+    kw["data"] = config.data
+  return cls(fns, **kw)

@@ -46,11 +46,45 @@ def apply_in_batches(fn: Callable, state, dataset: ArrayDataset,
   return np.concatenate(outs, 0)
 
 
+def features(encode: Callable, state, dataset: ArrayDataset,
+             batch_size: int, mesh) -> np.ndarray:
+  """``encode(state, batch)`` over a whole split: float32 ``(N, D)``."""
+  feats = apply_in_batches(encode, state, dataset, batch_size, mesh)
+  return np.asarray(feats, np.float32).reshape(len(dataset), -1)
+
+
 def encode_features(method, state, dataset: ArrayDataset, batch_size: int,
                     mesh) -> np.ndarray:
-  """``method.encode`` over a whole split: float32 ``(len(dataset), D)``."""
-  feats = apply_in_batches(method.encode, state, dataset, batch_size, mesh)
-  return np.asarray(feats, np.float32).reshape(len(dataset), -1)
+  """:func:`features` of ``method.encode``."""
+  return features(method.encode, state, dataset, batch_size, mesh)
+
+
+class SplitFeatures:
+  """Two labelled splits, loaded once (online evaluators run many times),
+  and their ``encode`` features for a state."""
+
+  def __init__(self, encode: Callable, data, splits, batch_size: int):
+    self.encode, self.data, self.names = encode, data, tuple(splits)
+    self.batch_size, self._splits = int(batch_size), None
+
+  def __call__(self, state):
+    """``[(dataset, features (N, D)), ...]`` in the order of ``splits``."""
+    from maskssl.data import load_split  # pylint: disable=g-import-not-at-top
+    if self._splits is None:
+      self._splits = [load_split(self.data, s) for s in self.names]
+    mesh = parallel.make_mesh()
+    return [(ds, features(self.encode, state, ds, self.batch_size, mesh))
+            for ds in self._splits]
+
+
+def require(fns: dict, name: str, evaluator: str) -> Callable:
+  """``fns[name]``, or a ConfigError naming what the evaluator needs."""
+  if name not in fns:
+    from maskssl.config_utils import ConfigError  # pylint: disable=g-import-not-at-top
+    raise ConfigError(f"evaluator {evaluator!r} needs the method's "
+                      f"{name!r} function; this method provides "
+                      f"{sorted(fns)}")
+  return fns[name]
 
 
 @functools.lru_cache(maxsize=64)

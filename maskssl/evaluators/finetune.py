@@ -56,7 +56,7 @@ def _finetune_config(config, ecfg) -> ml_collections.ConfigDict:
   return ft
 
 
-def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
+def run_one(config, ecfg, fns, pretrained, n_labels: int,
             init: str, seed: int, workdir: str, datasets: dict, task: str,
             mesh) -> dict:
   out_path = os.path.join(workdir, "result.json")
@@ -74,9 +74,9 @@ def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
   bs = min(int(ecfg.batch_size), n - n % ndev)
   if bs <= 0:
     raise DataError(f"num_labels={n} is smaller than the {ndev} devices")
-  method = get_method(method_cls_config)
   num_classes = int(train_ds.meta.get("num_classes", 2))
-  module = method.classifier(num_outputs_for(task, num_classes))
+  module = common.require(fns, "classifier", "finetune")(
+      num_outputs_for(task, num_classes))
   lc_cfg = ml_collections.ConfigDict(dict(
       batch_size=bs, seed=seed,
       total_steps=int(ecfg.get("total_steps", 0) or 0),
@@ -89,18 +89,19 @@ def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
   lr_scale = None
   decay = float(ecfg.get("layer_decay", 0.0) or 0.0)
   if decay > 0:
-    if not hasattr(method, "layerwise_lr_scales"):
-      raise ValueError(f"evals.*.layer_decay is set but method "
-                       f"{method.name!r} has no layer-wise lr decay")
+    if "layerwise_lr_scales" not in fns:
+      raise ValueError("evals.*.layer_decay is set but the method has no "
+                       "layer-wise lr decay")
     key = jax.random.PRNGKey(0)
     shapes = jax.eval_shape(
         lambda b: module.init({"params": key, "dropout": key}, b,
                               train=False),
         train_ds.batch(np.arange(bs)))["params"]
-    lr_scale = method.layerwise_lr_scales(shapes, decay)
-  tx = optim_lib.make_optimizer(ecfg.optim, lc.total_steps, lr_scale=lr_scale)
+    lr_scale = fns["layerwise_lr_scales"](shapes, decay)
+  tx, schedule = optim_lib.make(ecfg.optim, lc.total_steps,
+                                lr_scale=lr_scale)
   sup = Supervised(module, task, tx,
-                   pretrained if init == "pretrained" else None)
+                   pretrained if init == "pretrained" else None, schedule)
   ebs = int(ecfg.get("eval_batch_size", 256))
 
   def evaluate(split):
@@ -143,9 +144,37 @@ def run_one(config, ecfg, method_cls_config, pretrained, n_labels: int,
   return result
 
 
-def run(config, eval_config, method, state, workdir) -> dict:
+class Finetune:
+  """Fine-tune sweeps (see the module doc for the keyword arguments)."""
+
+  def __init__(self, fns, config, *, num_labels, batch_size, optim,
+               seeds=(0,), inits=("pretrained", "scratch"),
+               total_steps: int = 0, num_epochs: float = 0.0,
+               eval_every: int = 0, log_every: int = 100,
+               task: str = "auto", model_overrides=None,
+               eval_batch_size: int = 256, data_overrides=None,
+               select_metric: str = "", layer_decay: float = 0.0,
+               verbose: bool = True):
+    optim_lib.optim_config(optim)   # unknown keys fail here
+    self.config = config
+    self.ecfg = ml_collections.ConfigDict(dict(
+        num_labels=tuple(num_labels), batch_size=batch_size, optim=optim,
+        seeds=tuple(seeds), inits=tuple(inits), total_steps=total_steps,
+        num_epochs=num_epochs, eval_every=eval_every, log_every=log_every,
+        task=task, model_overrides=model_overrides,
+        eval_batch_size=eval_batch_size, data_overrides=data_overrides,
+        select_metric=select_metric, layer_decay=layer_decay,
+        verbose=verbose))
+    self.fns = fns
+    if model_overrides:   # e.g. fine-tuning dropout: the method rebuilt
+      self.fns = get_method(_finetune_config(config, self.ecfg)).predict_fns()
+
+  def run(self, state, workdir) -> dict:
+    return _run(self.config, self.ecfg, self.fns, state, workdir)
+
+
+def _run(config, ecfg, fns, state, workdir) -> dict:
   """Fine-tune sweeps; returns flat ``{metric: value}`` with mean/std."""
-  ecfg = eval_config
   mesh = parallel.make_mesh()
   data_cfg = config.data
   if ecfg.get("data_overrides", None):
@@ -156,7 +185,6 @@ def run(config, eval_config, method, state, workdir) -> dict:
   task = ecfg.get("task", "auto")
   if task == "auto":
     task = datasets["train"].meta.get("task", "binary")
-  ft_config = _finetune_config(config, ecfg)
   pretrained = None
   if state is not None:
     pretrained = {"params": train_lib.host_numpy(
@@ -173,7 +201,7 @@ def run(config, eval_config, method, state, workdir) -> dict:
       runs = []
       for seed in tuple(ecfg.get("seeds", (0,))):
         sub = os.path.join(workdir, f"n{n}_{init}_seed{seed}")
-        r = run_one(config, ecfg, ft_config, pretrained, n, init, seed, sub,
+        r = run_one(config, ecfg, fns, pretrained, n, init, seed, sub,
                     datasets, task, mesh)
         runs.append(r)
         results.append(r)

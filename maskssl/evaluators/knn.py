@@ -1,18 +1,17 @@
 """Weighted kNN evaluator (InstDisc / SimCLR / lightly style), generic for
-any method with ``encode``.
+any method with an ``encode`` function.
 
-Features ``f = method.encode(state, batch)`` (eval mode, no augmentation;
+Features ``f = encode(state, batch)`` (eval mode, no augmentation;
 MetaMask multiplies them by its learned mask) are L2-normalised for a bank
 split (``train``) and a query split (``test``). For each query the ``k``
 most cosine-similar bank entries vote for their label with weight
 ``exp(sim / temperature)``; the predicted class is the argmax of the summed
 weights (ties -> the lower class id).
 
-eval_config fields (all optional): ``k`` (5), ``temperature`` (1.0) --
-the MetaMask reference values; ``bank_split`` ("train"), ``test_split``
-("test"), ``data`` (a data ConfigDict instead of ``config.data``),
-``encode_batch_size`` (256), ``query_chunk`` (1024), ``num_classes`` (from
-the data meta / labels). Returns ``{"knn_top1": accuracy}`` (fraction) and
+Keyword arguments (:class:`Knn`): ``k`` (5), ``temperature`` (1.0) -- the
+MetaMask reference values; ``bank_split``, ``test_split``, ``data`` (a data
+ConfigDict instead of ``config.data``), ``encode_batch_size``,
+``query_chunk``, ``num_classes`` (default: from the data meta / labels). Returns ``{"knn_top1": accuracy}`` (fraction) and
 writes ``knn.json`` to ``workdir``.
 """
 from __future__ import annotations
@@ -25,16 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskssl import parallel
-from maskssl.data import load_split
 from maskssl.evaluators import common
-
-
-def _get(cfg, name, default):
-  if cfg is None:
-    return default
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(
-      cfg, name, default)
 
 
 def _normalize(x, eps=1e-12):
@@ -73,27 +63,32 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels,
   return float(np.mean(pred == np.asarray(test_labels)))
 
 
-def run(config, eval_config, method, state, workdir) -> dict:
-  ecfg = eval_config
-  data_cfg = _get(ecfg, "data", None) or config.data
-  mesh = parallel.make_mesh()
-  bank = load_split(data_cfg, _get(ecfg, "bank_split", "train"))
-  test = load_split(data_cfg, _get(ecfg, "test_split", "test"))
-  ebs = int(_get(ecfg, "encode_batch_size", 256))
-  fb = common.encode_features(method, state, bank, ebs, mesh)
-  fq = common.encode_features(method, state, test, ebs, mesh)
-  ybank = bank.arrays["label"]
-  num_classes = int(_get(ecfg, "num_classes", None) or
-                    bank.meta.get("num_classes") or int(ybank.max()) + 1)
-  k = int(_get(ecfg, "k", 5))
-  t = float(_get(ecfg, "temperature", 1.0))
-  acc = knn_accuracy(fb, ybank, fq, test.arrays["label"], num_classes, k, t,
-                     int(_get(ecfg, "query_chunk", 1024)))
-  res = {"knn_top1": acc}
-  if workdir and jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "knn.json"), "w") as f:
-      json.dump(dict(res, k=k, temperature=t, num_bank=len(bank),
-                     num_test=len(test), feature_dim=int(fb.shape[1])), f,
-                indent=2)
-  return res
+class Knn:
+  """Weighted kNN top-1 of ``fns["encode"]`` features (see module doc)."""
+  select = "knn_top1"       # the value whose best step the summary reports
+
+  def __init__(self, fns, data, *, k: int = 5, temperature: float = 1.0,
+               bank_split: str = "train", test_split: str = "test",
+               encode_batch_size: int = 256, query_chunk: int = 1024,
+               num_classes: int | None = None):
+    self.features = common.SplitFeatures(
+        common.require(fns, "encode", "knn"), data, (bank_split, test_split),
+        encode_batch_size)
+    self.k, self.temperature = int(k), float(temperature)
+    self.query_chunk, self.num_classes = query_chunk, num_classes
+
+  def run(self, state, workdir) -> dict:
+    (bank, fb), (test, fq) = self.features(state)
+    ybank = bank.arrays["label"]
+    num_classes = int(self.num_classes or bank.meta.get("num_classes") or
+                      int(ybank.max()) + 1)
+    acc = knn_accuracy(fb, ybank, fq, test.arrays["label"], num_classes,
+                       self.k, self.temperature, int(self.query_chunk))
+    res = {"knn_top1": acc}
+    if workdir and jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "knn.json"), "w") as f:
+        json.dump(dict(res, k=self.k, temperature=self.temperature,
+                       num_bank=len(bank), num_test=len(test),
+                       feature_dim=int(fb.shape[1])), f, indent=2)
+    return res

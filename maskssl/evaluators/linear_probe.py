@@ -1,6 +1,6 @@
 """Linear-probe evaluator (generic: any method with ``encode``).
 
-Features are ``method.encode(state, batch)`` over the ``train`` and ``test``
+Features are ``encode(state, batch)`` over the ``train`` and ``test``
 splits (frozen encoder, no augmentation). Optionally they are standardised
 with the train mean/variance (= ``BatchNorm(affine=False)`` at its running
 statistics, eps 1e-6, spec sdmae sec. 6.3); then a linear softmax classifier
@@ -10,12 +10,9 @@ default; one ``lax.scan`` over epochs of shuffled minibatches).
 Reports ``accuracy`` (+ ``auc`` for binary labels: ROC-AUC of the class-1
 probability) on the test split and ``train_accuracy``.
 
-eval_config fields (all optional): ``train_split`` ("train"), ``test_split``
-("test"), ``data`` (a data ConfigDict to use instead of ``config.data``),
-``standardize`` (True), ``epochs`` (90), ``batch_size`` (512),
-``warmup_epochs`` (10), ``optim`` (as ``config.optim``; default SGD
-momentum 0.9, lr 0.1, no weight decay, no clipping), ``seed`` (0),
-``encode_batch_size`` (256), ``num_classes`` (from the labels).
+Keyword arguments: those of :class:`LinearProbe`; ``data`` replaces
+``config.data``; ``optim`` (as ``config.optim``) updates the default SGD
+momentum 0.9, lr 0.1, no weight decay, no clipping.
 """
 from __future__ import annotations
 
@@ -29,13 +26,7 @@ import numpy as np
 import optax
 
 from maskssl import optim as optim_lib
-from maskssl import parallel
-from maskssl.data import load_split
 from maskssl.evaluators import common, scores
-from maskssl.config_utils import cfg_get
-
-
-_get = cfg_get
 
 
 def standardize(train_x: np.ndarray, *others: np.ndarray, eps: float = 1e-6):
@@ -55,12 +46,11 @@ def fit_linear(train_x, train_y, num_classes: int, *, epochs: int = 90,
   bs = min(int(batch_size), n)
   spe = n // bs
   total = max(1, epochs * spe)
-  ocfg = optim_lib.default_optim_config(
-      name="sgd", lr=0.1, weight_decay=weight_decay, clip_norm=0.0,
-      momentum=0.9, warmup_steps=warmup_epochs * spe, schedule="cosine")
-  if optim is not None:
-    ocfg.update(dict(optim))
-  tx = optim_lib.make_optimizer(ocfg, total)
+  ocfg = dict(name="sgd", lr=0.1, weight_decay=weight_decay, clip_norm=0.0,
+              momentum=0.9, warmup_steps=warmup_epochs * spe,
+              schedule="cosine")
+  ocfg.update(dict(optim or {}))
+  tx, _ = optim_lib.make(ocfg, total)
   params = dict(w=jnp.zeros((d, num_classes)), b=jnp.zeros((num_classes,)))
 
   def loss_fn(p, xb, yb):
@@ -107,31 +97,36 @@ def probe_scores(train_x, train_y, test_x, test_y, *, num_classes=None,
   return out
 
 
-def run(config, eval_config, method, state, workdir) -> dict:
-  ecfg = eval_config
-  data_cfg = _get(ecfg, "data", None) or config.data
-  mesh = parallel.make_mesh()
-  train = load_split(data_cfg, _get(ecfg, "train_split", "train"))
-  test = load_split(data_cfg, _get(ecfg, "test_split", "test"))
-  ebs = int(_get(ecfg, "encode_batch_size", 256))
-  ftr = common.encode_features(method, state, train, ebs, mesh)
-  fte = common.encode_features(method, state, test, ebs, mesh)
-  optim = _get(ecfg, "optim", None)
-  res = probe_scores(
-      ftr, train.arrays["label"], fte, test.arrays["label"],
-      num_classes=_get(ecfg, "num_classes", None),
-      standardize_features=bool(_get(ecfg, "standardize", True)),
-      epochs=int(_get(ecfg, "epochs", 90)),
-      batch_size=int(_get(ecfg, "batch_size", 512)),
-      warmup_epochs=int(_get(ecfg, "warmup_epochs", 10)),
-      optim=dict(optim) if optim is not None else None,
-      seed=int(_get(ecfg, "seed", 0)))
-  res = {k: float(v) for k, v in res.items()}
-  if workdir and jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "linear_probe.json"), "w") as f:
-      json.dump(dict(res, num_train=len(train), num_test=len(test),
-                     feature_dim=int(ftr.shape[1])), f, indent=2)
-  if any(math.isnan(v) for v in res.values()):
-    res = {k: v for k, v in res.items() if not math.isnan(v)}
-  return res
+class LinearProbe:
+  """Linear softmax probe on frozen ``fns["encode"]`` features."""
+  select = "accuracy"
+
+  def __init__(self, fns, data, *, train_split: str = "train",
+               test_split: str = "test", standardize: bool = True,
+               epochs: int = 90, batch_size: int = 512,
+               warmup_epochs: int = 10, optim=None, seed: int = 0,
+               encode_batch_size: int = 256, num_classes: int | None = None):
+    self.features = common.SplitFeatures(
+        common.require(fns, "encode", "linear_probe"), data,
+        (train_split, test_split), encode_batch_size)
+    self.fit_kwargs = dict(
+        epochs=int(epochs), batch_size=int(batch_size),
+        warmup_epochs=int(warmup_epochs), seed=int(seed),
+        optim=dict(optim) if optim is not None else None)
+    if optim is not None:
+      optim_lib.optim_config({"name": "sgd", **dict(optim)})  # check keys
+    self.standardize, self.num_classes = bool(standardize), num_classes
+
+  def run(self, state, workdir) -> dict:
+    (train, ftr), (test, fte) = self.features(state)
+    res = probe_scores(
+        ftr, train.arrays["label"], fte, test.arrays["label"],
+        num_classes=self.num_classes,
+        standardize_features=self.standardize, **self.fit_kwargs)
+    res = {k: float(v) for k, v in res.items()}
+    if workdir and jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, "linear_probe.json"), "w") as f:
+        json.dump(dict(res, num_train=len(train), num_test=len(test),
+                       feature_dim=int(ftr.shape[1])), f, indent=2)
+    return {k: v for k, v in res.items() if not math.isnan(v)}

@@ -59,6 +59,18 @@ def _embedding_std(z):
   return jnp.mean(jnp.std(l2_normalize(z), axis=0))
 
 
+def effective_rank(z, eps: float = 1e-7):
+  """Effective rank of a ``(B, D)`` batch embedding (RankMe, Garrido et al.
+  2023, Eq. 1): ``exp(H(p))``, ``p`` the L1-normalised singular values.
+  From the eigenvalues of the smaller Gram matrix (cheap for B, D ~ 1e3);
+  no gradient."""
+  z = jax.lax.stop_gradient(_as_float(z))
+  g = z @ z.T if z.shape[0] <= z.shape[1] else z.T @ z
+  s = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(g), 0.0))
+  p = s / (jnp.sum(s) + eps) + eps
+  return jnp.exp(-jnp.sum(p * jnp.log(p)))
+
+
 def nt_xent(za, zb, temperature: float = 0.07, normalize_eps: float = 1e-12):
   """NT-Xent (SimCLR) loss; returns ``(loss, metrics)``.
 
@@ -122,7 +134,8 @@ def barlow_twins(za, zb, lambd: float = 5e-3, standardize: str = "unbiased",
       ``"batchnorm"`` (biased variance: original Barlow Twins).
     eps: added to the variance before the square root (MetaMask parity: 0;
       original Barlow Twins: 1e-5).
-  Metrics: ``bt_on_diag``, ``bt_off_diag`` (unweighted), ``emb_std``.
+  Metrics: ``bt_on_diag``, ``bt_off_diag`` (unweighted), ``bt_diag_mean``
+  (mean cross-correlation diagonal: 1 when the views agree), ``emb_std``.
   """
   c = cross_correlation(za, zb, standardize, eps)
   diag = jnp.diagonal(c)
@@ -130,6 +143,7 @@ def barlow_twins(za, zb, lambd: float = 5e-3, standardize: str = "unbiased",
   off = jnp.sum(c * c) - jnp.sum(diag * diag)
   loss = on + lambd * off
   metrics = dict(bt_on_diag=on, bt_off_diag=off,
+                 bt_diag_mean=jax.lax.stop_gradient(jnp.mean(diag)),
                  emb_std=_embedding_std(jnp.concatenate(
                      [_as_float(za), _as_float(zb)], 0)))
   return loss, metrics

@@ -27,9 +27,9 @@ import ml_collections
 import numpy as np
 from jax import lax
 
+from maskssl.constants import IMAGENET_MEAN, IMAGENET_STD
+
 KINDS = ("focal", "spatial", "channel")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def default_config(image_size: int | None = None) -> ml_collections.ConfigDict:

@@ -16,6 +16,11 @@ checkpoints, metrics, NaN guards, resume, evaluators. A method owns:
   ``(new_state, metrics)`` where metrics is a flat dict of float32 scalars
   (must include ``"loss"``). The loop jits it once with ``donate_argnums=0``;
   ``rng`` is already folded with the step number.
+* ``tx`` / ``schedule``: the optimiser and its learning-rate schedule, as
+  :func:`maskssl.optim.make` returns them; the loop logs ``schedule(step)``
+  as ``lr``.
+* ``predict_fns()``: the functions below by name, for evaluators (which
+  never see the method itself).
 * ``encode(state, batch)``: pooled ``(B, D)`` float32 features used by the kNN
   and linear-probe evaluators (eval mode, no masking). Optional.
 * ``classifier(num_outputs)``: a ``flax.linen`` module for full fine-tuning,
@@ -46,6 +51,8 @@ class Method:
   """Base class; subclasses override ``init_state`` and ``train_step``."""
 
   name: str = "base"
+  tx: optax.GradientTransformation | None = None
+  schedule: Callable[[Any], Any] | None = None   # logged as ``lr``
 
   def __init__(self, config):
     self.config = config
@@ -67,6 +74,22 @@ class Method:
   def eval_step(self, state: PyTree, batch: Batch) -> Metrics:
     """Metrics on a held-out batch (no parameter update). Optional."""
     raise NotImplementedError(f"{type(self).__name__} has no eval_step()")
+
+  # names an evaluator may ask for (see predict_fns)
+  PREDICT_FNS = ("encode", "classifier", "eval_step", "reconstruct",
+                 "mask_values", "layerwise_lr_scales")
+
+  def predict_fns(self) -> dict[str, Callable]:
+    """The pure functions evaluators use, by name: ``encode(state, batch)``,
+    ``classifier(num_outputs)`` (a module), ``eval_step(state, batch)``,
+    ``reconstruct(state, images, rng)``, ``mask_values(state)``,
+    ``layerwise_lr_scales(params, decay)``: those this method defines."""
+    fns = {}
+    for name in self.PREDICT_FNS:
+      impl = getattr(type(self), name, None)
+      if impl is not None and impl is not getattr(Method, name, None):
+        fns[name] = getattr(self, name)
+    return fns
 
 
 def optax_state(params: PyTree, tx: optax.GradientTransformation,

@@ -46,7 +46,8 @@ and ``theta_1 +- eps v`` passes are discarded.
 
 Learning rates follow the reference's per-epoch cosine
 (``lr_e = lr_0 * (1 + cos(pi e / E)) / 2``, ``e = step // steps_per_epoch``)
-or are constant (``metamask.lr_schedule``).
+or are constant (``optim.schedule``; :mod:`maskssl.optim`). The
+``mask_report`` evaluator writes the learned mask's report.
 
 State: ``step``, ``params`` ({encoder, bt_head, cl_head}), ``batch_stats``
 (same keys), ``opt_state`` (encoder SGD), ``mask`` (logits ``m``, (F,)),
@@ -73,17 +74,15 @@ loss, gradient, mask or kept statistic:
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from maskssl import augment as aug_lib
+from maskssl.data import augment as aug_lib
+from maskssl import optim as optim_lib
 from maskssl.losses import joint_embedding as je
 from maskssl.methods.base import Method
 from maskssl.models.heads import ProjectionMLP
@@ -103,34 +102,7 @@ def _axpy(a, x, y):
   return jax.tree.map(lambda xi, yi: a * xi + yi, x, y)
 
 
-def cosine_epoch_schedule(lr0: float, steps_per_epoch: int, epochs: int):
-  """Per-epoch cosine without warm-up, constant within an epoch."""
-  spe, total = max(int(steps_per_epoch), 1), max(int(epochs), 1)
-
-  def fn(step):
-    epoch = jnp.asarray(step) // spe
-    return lr0 * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / total))
-  return fn
-
-
-def sgd_momentum(lr_fn, momentum: float, weight_decay: float
-                 ) -> optax.GradientTransformation:
-  """PyTorch SGD (dampening 0, coupled weight decay on every leaf):
-  ``d = g + wd p; b = mu b + d; p -= lr b`` (first ``b = d``)."""
-  parts = []
-  if weight_decay:
-    parts.append(optax.add_decayed_weights(weight_decay))
-  parts.append(optax.sgd(lr_fn, momentum=momentum or None))
-  return optax.chain(*parts)
-
-
-def momentum_trace(opt_state, params):
-  """The momentum buffer inside an :func:`sgd_momentum` state (zeros if the
-  optimiser has no momentum)."""
-  try:
-    return optax.tree_utils.tree_get(opt_state, "trace")
-  except KeyError:
-    return jax.tree.map(jnp.zeros_like, params)
+momentum_trace = optim_lib.momentum_trace
 
 
 class MetaMask(Method):
@@ -192,25 +164,19 @@ class MetaMask(Method):
     spe = int(_get(cfg, "steps_per_epoch", 0) or 0) or max(total_steps, 1)
     epochs = int(_get(cfg, "epochs", 0) or 0) or max(
         1, math.ceil(max(total_steps, 1) / spe))
-    sched = _get(cfg, "lr_schedule", "cosine_epoch")
-    lr0 = float(_get(ocfg, "lr", 1e-3))
-    mlr0 = float(_get(cfg, "mask_lr", 1e-3))
-    if sched == "cosine_epoch":
-      self.schedule = cosine_epoch_schedule(lr0, spe, epochs)
-      self.mask_schedule = cosine_epoch_schedule(mlr0, spe, epochs)
-    elif sched == "constant":
-      # default float dtype: float64 runs must not see a float32 lr
-      self.schedule = lambda step: jnp.full((), lr0, float)
-      self.mask_schedule = lambda step: jnp.full((), mlr0, float)
-    else:
-      raise ValueError(f"metamask.lr_schedule {sched!r}: use 'cosine_epoch' "
-                       "or 'constant'")
-    self.momentum = float(_get(ocfg, "momentum", 0.9))
-    self.weight_decay = float(_get(ocfg, "weight_decay", 5e-4))
-    self.tx = sgd_momentum(self.schedule, self.momentum, self.weight_decay)
-    self.mask_tx = sgd_momentum(
-        self.mask_schedule, float(_get(cfg, "mask_momentum", 0.9)),
-        float(_get(cfg, "mask_weight_decay", 5e-4)))
+    # the reference: PyTorch SGD, coupled decay on every leaf, per-epoch
+    # cosine without warm-up (config.optim overrides any of these)
+    ocfg = optim_lib.optim_config({**dict(
+        name="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4,
+        decay_all=True, schedule="cosine_epoch", steps_per_epoch=spe,
+        epochs=epochs), **dict(ocfg)})
+    self.momentum, self.weight_decay = ocfg.momentum, ocfg.weight_decay
+    self.tx, self.schedule = optim_lib.make(ocfg, total_steps)
+    self.mask_tx, self.mask_schedule = optim_lib.make(optim_lib.optim_config(
+        ocfg, lr=float(_get(cfg, "mask_lr", 1e-3)),
+        momentum=float(_get(cfg, "mask_momentum", 0.9)),
+        weight_decay=float(_get(cfg, "mask_weight_decay", 5e-4))),
+        total_steps)
 
   # ------------------------------------------------------------ state ----
   def init_state(self, rng, batch):
@@ -270,12 +236,14 @@ class MetaMask(Method):
     cl, cl_m = self.task_loss(zs["cl_head"][0], zs["cl_head"][1],
                               **self.task_kwargs)
     metrics = dict(cl_loss=cl, cl_pos_sim=cl_m.get("pos_sim", cl),
-                   cl_emb_std=cl_m["emb_std"])
+                   cl_emb_std=cl_m["emb_std"],
+                   cl_emb_rank=je.effective_rank(zs["cl_head"][0]))
     if kind == "reg":
       bt, bt_m = je.barlow_twins(zs["bt_head"][0], zs["bt_head"][1],
                                  self.bt_lambda, "unbiased", self.bt_eps)
       metrics.update(bt_loss=bt, bt_on_diag=bt_m["bt_on_diag"],
-                     bt_off_diag=bt_m["bt_off_diag"])
+                     bt_off_diag=bt_m["bt_off_diag"],
+                     bt_diag_mean=bt_m["bt_diag_mean"])
       return bt + self.w_cl * cl, (new_bn, metrics)
     return cl, (new_bn, metrics)
 
@@ -492,54 +460,9 @@ class MetaMask(Method):
     return ResNetClassifier(self.encoder, num_outputs, mean=self.aug.mean,
                             std=self.aug.std)
 
-  # ---------------------------------------------------------- report ------
-  def mask_report(self, state, workdir: str) -> dict:
-    """Write ``mask.json`` (per-dimension values) and ``mask.png`` (sorted
-    values + histogram; needs matplotlib) to ``workdir``; returns summary
-    statistics."""
-    return write_mask_report(np.asarray(jax.device_get(
-        self.mask_values(state["mask"]))), workdir,
-        logits=np.asarray(jax.device_get(state["mask"])))
-
-
-def mask_summary(values: np.ndarray) -> dict:
-  v = np.asarray(values, np.float64)
-  return dict(mask_mean=float(v.mean()), mask_std=float(v.std()),
-              mask_min=float(v.min()), mask_max=float(v.max()),
-              mask_frac_below_0p4=float(np.mean(v < 0.4)),
-              mask_frac_above_0p6=float(np.mean(v > 0.6)))
-
-
-def write_mask_report(values: np.ndarray, workdir: str, logits=None) -> dict:
-  """JSON (+ PNG if matplotlib is installed) report of a dimensional mask."""
-  os.makedirs(workdir, exist_ok=True)
-  values = np.asarray(values, np.float64)
-  summary = mask_summary(values)
-  order = np.argsort(-values, kind="stable")
-  doc = dict(summary, num_dims=int(values.size),
-             values=[float(x) for x in values],
-             sorted_dims=[int(i) for i in order])
-  if logits is not None:
-    doc["logits"] = [float(x) for x in np.asarray(logits)]
-  with open(os.path.join(workdir, "mask.json"), "w") as f:
-    json.dump(doc, f, indent=1)
-  try:
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    summary["plot"] = 0.0
-    return summary
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-  axes[0].plot(np.sort(values)[::-1])
-  axes[0].set_xlabel("dimension (sorted)")
-  axes[0].set_ylabel("mask value")
-  axes[0].set_title("learned dimensional mask")
-  axes[1].hist(values, bins=50)
-  axes[1].set_xlabel("mask value")
-  axes[1].set_ylabel("dimensions")
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "mask.png"), dpi=100)
-  plt.close(fig)
-  summary["plot"] = 1.0
-  return summary
+  def predict_fns(self):
+    fns = super().predict_fns()
+    # the learned mask for the mask_report evaluator: (values, logits)
+    fns["mask_values"] = lambda state: (self.mask_values(state["mask"]),
+                                        state["mask"])
+    return fns

@@ -37,7 +37,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from maskssl.losses.distillation import self_distillation_loss
@@ -45,7 +44,8 @@ from maskssl.losses.mae import masked_mse, normalized_patch_targets
 from maskssl.masks.random_patches import (mask_indices, num_masked,
                                           random_patch_mask)
 from maskssl.methods.base import Method, optax_state
-from maskssl.optim import make_optimizer
+from maskssl import optim as optim_lib
+from maskssl.models.dtypes import dtype_from_name
 from maskssl.models import vit
 
 
@@ -77,13 +77,6 @@ def random_resized_crop(rng, image01, out_size: int, scale=(0.08, 1.0),
       method="linear", antialias=True)
 
 
-def make_tx(config) -> optax.GradientTransformation:
-  """``maskssl.optim.make_optimizer(config.optim, config.total_steps)``;
-  SD-MAE configs list ``q_bias``, ``v_bias``, ``mask_token`` in
-  ``optim.no_decay_names`` (biases and norm params never decay)."""
-  return make_optimizer(config.optim, int(config.total_steps))
-
-
 class SDMAE(Method):
   name = "sdmae"
 
@@ -108,7 +101,7 @@ class SDMAE(Method):
     self.encode_pool = str(g("encode_pool", "fc_norm"))
     self.head_out = int(g("head_out", 4096))
     self.kw = vit.model_kwargs(config.model)
-    self.dtype = vit.compute_dtype(config.model.get("compute_dtype", None))
+    self.dtype = dtype_from_name(config.model.get("compute_dtype", None))
     # images, targets, losses and the center: float32 (float64 when the
     # compute dtype is, for the parity tests)
     self.float_dtype = vit.float_dtype(self.dtype)
@@ -128,21 +121,11 @@ class SDMAE(Method):
     self.encoder = vit.Encoder(
         self.patch_size, self.kw["enc_dim"], self.kw["enc_depth"],
         self.kw["enc_heads"], self.kw["mlp_ratio"], 0.0, self.dtype)
-    self._tx = None
+    # configs list q_bias, v_bias, mask_token in optim.no_decay_names
+    self.tx, self.schedule = optim_lib.make(config.optim,
+                                            int(config.total_steps))
 
   # ---- pieces -------------------------------------------------------------
-  @property
-  def schedule(self):
-    """The learning-rate schedule (logged by the train loop)."""
-    from maskssl.optim import make_schedule
-    return make_schedule(self.config.optim, int(self.config.total_steps))
-
-  @property
-  def tx(self):
-    if self._tx is None:
-      self._tx = make_tx(self.config)
-    return self._tx
-
   def _indices(self, rng, batch_size):
     mask = random_patch_mask(rng, (batch_size, self.num_patches),
                              self.mask_ratio)
@@ -273,18 +256,3 @@ class SDMAE(Method):
     masked = jnp.where(mask[:, :, None, None], 0.5, patches)
     to_img = lambda t: jnp.clip(vit.unpatchify(t, p, s, s), 0, 1)
     return x01, to_img(masked), to_img(recon)
-
-
-def reconstruction_grid(original, masked, recon, pad: int = 2) -> np.ndarray:
-  """uint8 grid: one row per image, columns original / masked / recon."""
-  rows = []
-  for o, m, r in zip(np.asarray(original), np.asarray(masked),
-                     np.asarray(recon)):
-    cells = [o, m, r]
-    h = o.shape[0]
-    sep = np.ones((h, pad, 3), np.float32)
-    rows.append(np.concatenate(sum([[c, sep] for c in cells], [])[:-1], 1))
-  w = rows[0].shape[1]
-  hsep = np.ones((pad, w, 3), np.float32)
-  grid = np.concatenate(sum([[r, hsep] for r in rows], [])[:-1], 0)
-  return (np.clip(grid, 0, 1) * 255 + 0.5).astype(np.uint8)

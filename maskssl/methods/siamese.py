@@ -43,29 +43,27 @@ Config fields read (see configs/mscn_cifar10.py):
            jitter_p, brightness, contrast, saturation, hue, grayscale_p,
            mean, std.
   mscn:    see :func:`maskssl.masks.mscn.default_config`.
-  optim:   maskssl.optim fields, plus name="lars" (optax.lars, momentum 0.9,
-           trust coefficient 1e-3, biases and norm params excluded from weight
-           decay and from the trust ratio).
+  optim:   :class:`maskssl.optim.OptimConfig` (LARS: name="lars").
   total_steps (schedule length), data.image_key (default "image").
 """
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
-from maskssl import augment as aug_lib
+from maskssl.data import augment as aug_lib
 from maskssl import optim as optim_lib
 from maskssl.losses import joint_embedding as je
 from maskssl.masks import mscn
 from maskssl.methods.base import Method, gradient_step, optax_state
 from maskssl.models import heads
 from maskssl.models import resnet as resnet_lib
-from maskssl.config_utils import cfg_get
+from maskssl.config_utils import cfg_get, from_config
 
 LOSSES = ("simclr", "barlow_twins", "vicreg")
 
@@ -76,15 +74,38 @@ _get = cfg_get
 # --------------------------------------------------------------------------
 # Config pieces
 # --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PairLossConfig:
+  """``config.loss``: the pair loss and its hyper-parameters (the original
+  methods' values)."""
+  name: str = "vicreg"               # simclr | barlow_twins | vicreg
+  temperature: float = 0.1           # simclr (SimCLR ImageNet choice)
+  lambd: float = 5e-3                # barlow_twins off-diagonal weight
+  bt_standardize: str = "batchnorm"  # biased variance, non-affine BN
+  bt_eps: float = 1e-5
+  sim_coeff: float = 25.0            # vicreg
+  std_coeff: float = 25.0
+  cov_coeff: float = 1.0
+  vic_eps: float = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class SiameseModelConfig:
+  """``config.model``: ResNet backbone + projector."""
+  backbone: str = "resnet18"         # resnet18 | resnet50 | resnet_tiny
+  stem: str = "cifar"                # cifar | imagenet
+  width: Optional[int] = None
+  stage_sizes: Optional[Sequence[int]] = None
+  init_scheme: str = "kaiming_fan_out"
+  zero_init_residual: bool = True
+  compute_dtype: str = "float32"
+  projector_dims: Optional[Sequence[int]] = None  # None: per-loss default
+  projector_width: int = 2048
+  projector_init: str = "pytorch"
+
+
 def default_loss_config(name: str = "vicreg") -> ml_collections.ConfigDict:
-  """Loss hyper-parameters of the original methods [O] (spec sec. 4)."""
-  return ml_collections.ConfigDict(dict(
-      name=name,
-      temperature=0.1,           # simclr (SimCLR ImageNet choice)
-      lambd=5e-3,                # barlow_twins off-diagonal weight
-      bt_standardize="batchnorm",  # biased variance, non-affine BN
-      bt_eps=1e-5,
-      sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, vic_eps=1e-4))
+  return ml_collections.ConfigDict(dataclasses.asdict(PairLossConfig(name)))
 
 
 def default_augment_config(size: int = 32) -> ml_collections.ConfigDict:
@@ -111,78 +132,45 @@ def projector_dims(loss_name: str, width: int, out_dim: int | None = None
 
 def loss_fn_from_config(loss_cfg):
   """``(za, zb) -> (loss, metrics)`` for ``config.loss`` (raises on an
-  unknown name)."""
-  name = _get(loss_cfg, "name", "vicreg")
-  fn = je.get_loss(name)     # raises ValueError on unknown names
+  unknown name or key)."""
+  c = from_config(PairLossConfig, loss_cfg, "config.loss")
+  fn = je.get_loss(c.name)     # raises ValueError on unknown names
   if fn is je.nt_xent:
-    t = float(_get(loss_cfg, "temperature", 0.1))
-    return lambda a, b: je.nt_xent(a, b, temperature=t)
+    return lambda a, b: je.nt_xent(a, b, temperature=float(c.temperature))
   if fn is je.barlow_twins:
-    lam = float(_get(loss_cfg, "lambd", 5e-3))
-    std = _get(loss_cfg, "bt_standardize", "batchnorm")
-    eps = float(_get(loss_cfg, "bt_eps", 1e-5))
-    return lambda a, b: je.barlow_twins(a, b, lambd=lam, standardize=std,
-                                        eps=eps)
+    return lambda a, b: je.barlow_twins(
+        a, b, lambd=float(c.lambd), standardize=c.bt_standardize,
+        eps=float(c.bt_eps))
   if fn is je.vicreg:
-    kw = dict(sim_coeff=float(_get(loss_cfg, "sim_coeff", 25.0)),
-              std_coeff=float(_get(loss_cfg, "std_coeff", 25.0)),
-              cov_coeff=float(_get(loss_cfg, "cov_coeff", 1.0)),
-              eps=float(_get(loss_cfg, "vic_eps", 1e-4)))
+    kw = dict(sim_coeff=float(c.sim_coeff), std_coeff=float(c.std_coeff),
+              cov_coeff=float(c.cov_coeff), eps=float(c.vic_eps))
     return lambda a, b: je.vicreg(a, b, **kw)
-  raise ValueError(f"loss {name!r} is not a siamese pair loss")
-
-
-def make_tx(optim_cfg, total_steps: int) -> optax.GradientTransformation:
-  """``maskssl.optim.make_optimizer``, plus LARS (``name="lars"``)."""
-  if _get(optim_cfg, "name", "adamw") != "lars":
-    return optim_lib.make_optimizer(optim_cfg, total_steps)
-  schedule = optim_lib.make_schedule(optim_cfg, total_steps)
-  mask = lambda p: optim_lib.decay_mask(  # noqa: E731
-      p, tuple(_get(optim_cfg, "no_decay_names", ())))
-  parts = []
-  clip = float(_get(optim_cfg, "clip_norm", 0.0) or 0.0)
-  if clip > 0:
-    parts.append(optax.clip_by_global_norm(clip))
-  parts.append(optax.lars(
-      schedule, weight_decay=float(_get(optim_cfg, "weight_decay", 0.0)),
-      weight_decay_mask=mask,
-      trust_coefficient=float(_get(optim_cfg, "trust_coefficient", 1e-3)),
-      eps=float(_get(optim_cfg, "lars_eps", 0.0)), trust_ratio_mask=mask,
-      momentum=float(_get(optim_cfg, "momentum", 0.9)),
-      nesterov=bool(_get(optim_cfg, "nesterov", False))))
-  return optax.chain(*parts)
+  raise ValueError(f"loss {c.name!r} is not a siamese pair loss")
 
 
 # --------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------
 def build_encoder(model_cfg) -> resnet_lib.ResNet:
-  kw = dict(stem=_get(model_cfg, "stem", "cifar"),
-            init_scheme=_get(model_cfg, "init_scheme",
-                             _get(model_cfg, "init", "kaiming_fan_out")),
-            zero_init_residual=bool(_get(model_cfg, "zero_init_residual",
-                                         True)),
-            dtype=resnet_lib.dtype_from_name(
-                _get(model_cfg, "compute_dtype", "float32")))
-  width = _get(model_cfg, "width", None)
-  if width is not None:
-    kw["width"] = int(width)
-  stages = _get(model_cfg, "stage_sizes", None)
-  if stages is not None:
-    kw["stage_sizes"] = tuple(int(s) for s in stages)
-  return resnet_lib.build_resnet(_get(model_cfg, "backbone", "resnet18"), **kw)
+  m = from_config(SiameseModelConfig, model_cfg, "config.model (siamese)")
+  kw = dict(stem=m.stem, init_scheme=m.init_scheme,
+            zero_init_residual=bool(m.zero_init_residual),
+            dtype=resnet_lib.dtype_from_name(m.compute_dtype))
+  if m.width is not None:
+    kw["width"] = int(m.width)
+  if m.stage_sizes is not None:
+    kw["stage_sizes"] = tuple(int(s) for s in m.stage_sizes)
+  return resnet_lib.build_resnet(m.backbone, **kw)
 
 
 def build_projector(model_cfg, loss_name: str) -> heads.ProjectionMLP:
-  dims = _get(model_cfg, "projector_dims", None)
-  spec = projector_dims(loss_name, int(_get(model_cfg, "projector_width",
-                                            2048)))
-  if dims is not None:
-    spec["features"] = tuple(int(d) for d in dims)
+  m = from_config(SiameseModelConfig, model_cfg, "config.model (siamese)")
+  spec = projector_dims(loss_name, int(m.projector_width))
+  if m.projector_dims is not None:
+    spec["features"] = tuple(int(d) for d in m.projector_dims)
   return heads.ProjectionMLP(
-      **spec, init_scheme=_get(model_cfg, "projector_init", "pytorch"),
-      dtype=resnet_lib.dtype_from_name(_get(model_cfg, "compute_dtype",
-                                            "float32")))
+      **spec, init_scheme=m.projector_init,
+      dtype=resnet_lib.dtype_from_name(m.compute_dtype))
 
 
 class _Classifier(nn.Module):
@@ -210,7 +198,8 @@ class Siamese(Method):
 
   def __init__(self, config):
     super().__init__(config)
-    self.loss_name = _get(config.loss, "name", "vicreg")
+    self.loss_name = from_config(PairLossConfig, config.loss,
+                                 "config.loss").name
     if self.loss_name in ("nt_xent", "ntxent"):
       self.loss_name = "simclr"
     self.pair_loss = loss_fn_from_config(config.loss)
@@ -222,19 +211,9 @@ class Siamese(Method):
       mscn.kind_probs(self.mcfg)            # validate early
     self.image_key = config.data.get("image_key", "image")
     self.total_steps = max(int(config.get("total_steps", 0) or 0), 1)
-    self._tx = None
+    self.tx, self.schedule = optim_lib.make(config.optim, self.total_steps)
 
   # ---- helpers ------------------------------------------------------------
-  @property
-  def tx(self) -> optax.GradientTransformation:
-    if self._tx is None:
-      self._tx = make_tx(self.config.optim, self.total_steps)
-    return self._tx
-
-  @property
-  def schedule(self):
-    return optim_lib.make_schedule(self.config.optim, self.total_steps)
-
   @property
   def masking(self) -> bool:
     return bool(_get(self.mcfg, "enabled", False))
@@ -336,6 +315,7 @@ class Siamese(Method):
       total = total + l
       for k, v in m.items():
         metrics[k] = metrics.get(k, 0.0) + v / len(anchors)
+    metrics["emb_rank"] = je.effective_rank(zt)   # collapse monitor
     return total / len(anchors), (metrics, stats)
 
   def train_step(self, state, batch, rng):
@@ -366,4 +346,4 @@ class Siamese(Method):
 
 __all__ = ["Siamese", "LOSSES", "default_loss_config",
            "default_augment_config", "projector_dims", "loss_fn_from_config",
-           "make_tx", "build_encoder", "build_projector"]
+           "build_encoder", "build_projector"]

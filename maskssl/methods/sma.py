@@ -14,9 +14,8 @@ Config fields read (``config.model``; defaults = HIGGS particle model):
       (default: the pretraining values)             fine-tuning
   compute_dtype "float32" | "bfloat16" | "float64" (under jax x64: parity
       tests);  compact (True);  gather_impl "auto"
-``config.mask``: ratio, num_per_query, head_aggregation, mask_self,
-  mask_self_value, rho, mask_mode "sma" | "random", curriculum_fraction (0).
-``config.optim``: see :func:`maskssl.optim.make_optimizer`;
+``config.mask``: :class:`maskssl.masks.sma.MaskConfig`.
+``config.optim``: see :class:`maskssl.optim.OptimConfig`;
 ``config.total_steps`` (schedule and curriculum length).
 
 Batches: continuous ``{"x": (B, N, C_in) or (B, N) float, "valid": (B, N)}``,
@@ -25,24 +24,55 @@ bytes ``{"tokens": (B, N) int, "valid": (B, N)}``; ``valid`` may be omitted
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from maskssl.losses.reconstruction import masked_cross_entropy, masked_mse
+from maskssl import optim as optim_lib
+from maskssl.config_utils import ConfigError, from_config
+from maskssl.masks.sma import MaskConfig
 from maskssl.methods.base import Method, gradient_step, optax_state
 from maskssl.models import sma as sma_models
-from maskssl.config_utils import cfg_get
+from maskssl.models.dtypes import dtype_from_name
 
 
-_get = cfg_get
-
-
-def make_tx(config, total_steps: int):
-  """``maskssl.optim.make_optimizer`` (AdamW, clip 1.0, no decay on biases/LN,
-  warm-up + cosine)."""
-  from maskssl.optim import make_optimizer  # pylint: disable=g-import-not-at-top
-  return make_optimizer(config.optim, total_steps)
+@dataclasses.dataclass(frozen=True)
+class SMAModelConfig:
+  """``config.model`` of SMA (the fields are the schema; defaults: the
+  HIGGS particle model)."""
+  input: str = "continuous"          # "continuous" | "bytes"
+  c_in: int = 1
+  vocab_size: int = 262
+  n_max: int = 28
+  embed_dim: Optional[int] = None    # E (None: latent_dim)
+  latent_dim: int = 128              # D (== E in transformer mode)
+  encoder_mode: str = "transformer"  # "transformer" | "perceiver"
+  num_latents: int = 256             # L (perceiver)
+  num_self_layers: int = 4
+  self_heads: int = 8
+  self_qk_dim: Optional[int] = None
+  self_widening: int = 1
+  cross_heads: int = 8               # perceiver only
+  cross_qk_dim: Optional[int] = None
+  cross_widening: int = 1
+  decoder_heads: int = 1
+  decoder_qk_dim: Optional[int] = None
+  head_dim: Optional[int] = None     # fine-tune head (D / D / 1)
+  head_qk_dim: Optional[int] = None
+  head_heads: int = 1
+  hidden_dropout: float = 0.0        # pretraining
+  attn_dropout: float = 0.0
+  drop_path: float = 0.0
+  finetune_hidden_dropout: Optional[float] = None  # None: pretraining's
+  finetune_attn_dropout: Optional[float] = None
+  finetune_drop_path: Optional[float] = None
+  compute_dtype: str = "float32"     # | "bfloat16" | "float64" (x64 parity)
+  compact: bool = True
+  gather_impl: str = "auto"
 
 
 class SMA(Method):
@@ -53,64 +83,60 @@ class SMA(Method):
   def __init__(self, config):
     super().__init__(config)
     m = config.model
-    mk = config.get("mask", None) if hasattr(config, "get") else None
-    self.input_kind = _get(m, "input", "continuous")
-    mode = _get(m, "encoder_mode", "transformer")
-    self.mask_mode = _get(mk, "mask_mode", "sma")
-    self.curriculum_fraction = float(_get(mk, "curriculum_fraction", 0.0) or 0.0)
-    self.total_steps = int(_get(config, "total_steps", 0) or 0)
-    self.dtype = sma_models.as_dtype(_get(m, "compute_dtype", "float32"))
-    spec = sma_models.MaskSpec.from_config(mk if mk is not None else {}, mode)
+    mk = dict(config.get("mask", None) or {})
+    mode = m.get("encoder_mode", SMAModelConfig.encoder_mode)
+    if mk.get("mode", mode) != mode:
+      raise ConfigError(f"config.mask.mode={mk['mode']!r} contradicts "
+                        f"config.model.encoder_mode={mode!r}; drop "
+                        "config.mask.mode (it follows the model)")
+    spec = from_config(MaskConfig, mk, "config.mask")
+    # the mask follows the encoder; perceiver queries are latents, not
+    # tokens, so there is no "self" to mask
+    spec = dataclasses.replace(spec, mode=mode, mask_self=bool(
+        spec.mask_self) and mode == "transformer")
     self.mask_spec = spec
-    d = int(_get(m, "latent_dim", 128))
-    e = int(_get(m, "embed_dim", d))
-    self.c_in = int(_get(m, "c_in", 1))
-    self.vocab_size = int(_get(m, "vocab_size", 262))
+    self.mask_mode = spec.mask_mode
+    self.curriculum_fraction = float(spec.curriculum_fraction or 0.0)
+    self.total_steps = int(config.get("total_steps", 0) or 0)
+    m = from_config(SMAModelConfig, m, "config.model (SMA)")
+    self.model_config = m
+    self.input_kind, mode = m.input, m.encoder_mode
+    self.dtype = dtype_from_name(m.compute_dtype)
+    d = int(m.latent_dim)
+    e = int(m.embed_dim if m.embed_dim is not None else d)
+    self.c_in, self.vocab_size = int(m.c_in), int(m.vocab_size)
     enc_kw = dict(
         input_kind=self.input_kind, c_in=self.c_in, vocab_size=self.vocab_size,
-        n_max=int(_get(m, "n_max", 28)), embed_dim=e, encoder_mode=mode,
-        num_latents=int(_get(m, "num_latents", 256)), latent_dim=d,
-        num_self_layers=int(_get(m, "num_self_layers", 4)),
-        self_heads=int(_get(m, "self_heads", 8)),
-        self_qk_dim=_get(m, "self_qk_dim", None),
-        self_widening=int(_get(m, "self_widening", 1)),
-        cross_heads=int(_get(m, "cross_heads", 8)),
-        cross_qk_dim=_get(m, "cross_qk_dim", None),
-        cross_widening=int(_get(m, "cross_widening", 1)),
+        n_max=int(m.n_max), embed_dim=e, encoder_mode=mode,
+        num_latents=int(m.num_latents), latent_dim=d,
+        num_self_layers=int(m.num_self_layers), self_heads=int(m.self_heads),
+        self_qk_dim=m.self_qk_dim, self_widening=int(m.self_widening),
+        cross_heads=int(m.cross_heads), cross_qk_dim=m.cross_qk_dim,
+        cross_widening=int(m.cross_widening),
         mask_spec=spec, mask_mode=self.mask_mode,
-        gather_impl=_get(m, "gather_impl", "auto"), dtype=self.dtype)
+        gather_impl=m.gather_impl, dtype=self.dtype)
     self.encoder = sma_models.SMAEncoder(
-        hidden_dropout=float(_get(m, "hidden_dropout", 0.0)),
-        attn_dropout=float(_get(m, "attn_dropout", 0.0)),
-        drop_path=float(_get(m, "drop_path", 0.0)),
-        compact=bool(_get(m, "compact", True)), **enc_kw)
+        hidden_dropout=float(m.hidden_dropout),
+        attn_dropout=float(m.attn_dropout), drop_path=float(m.drop_path),
+        compact=bool(m.compact), **enc_kw)
+    pick = lambda ft, pre: float(pre if ft is None else ft)  # noqa: E731
     self.ft_dropouts = dict(
-        hidden=float(_get(m, "finetune_hidden_dropout",
-                          _get(m, "hidden_dropout", 0.0))),
-        attn=float(_get(m, "finetune_attn_dropout",
-                        _get(m, "attn_dropout", 0.0))),
-        path=float(_get(m, "finetune_drop_path", _get(m, "drop_path", 0.0))))
+        hidden=pick(m.finetune_hidden_dropout, m.hidden_dropout),
+        attn=pick(m.finetune_attn_dropout, m.attn_dropout),
+        path=pick(m.finetune_drop_path, m.drop_path))
     self.ft_encoder = sma_models.SMAEncoder(
         hidden_dropout=self.ft_dropouts["hidden"],
         attn_dropout=self.ft_dropouts["attn"],
         drop_path=self.ft_dropouts["path"], compact=False, **enc_kw)
-    self.head_kw = dict(head_dim=_get(m, "head_dim", None),
-                        head_qk_dim=_get(m, "head_qk_dim", None),
-                        head_heads=int(_get(m, "head_heads", 1)))
+    self.head_kw = dict(head_dim=m.head_dim, head_qk_dim=m.head_qk_dim,
+                        head_heads=int(m.head_heads))
     out_dim = self.vocab_size if self.input_kind == "bytes" else self.c_in
     self.model = sma_models.SMAPretrainModel(
-        encoder=self.encoder,
-        decoder_heads=int(_get(m, "decoder_heads", 1)),
-        decoder_qk_dim=_get(m, "decoder_qk_dim", None), out_dim=out_dim)
-    self._tx = None
+        encoder=self.encoder, decoder_heads=int(m.decoder_heads),
+        decoder_qk_dim=m.decoder_qk_dim, out_dim=out_dim)
+    self.tx, self.schedule = optim_lib.make(config.optim, self.total_steps)
 
   # ---- helpers ---------------------------------------------------------------
-  @property
-  def tx(self):
-    if self._tx is None:
-      self._tx = make_tx(self.config, max(self.total_steps, 1))
-    return self._tx
-
   def inputs(self, batch):
     if self.input_kind == "bytes":
       x = jnp.asarray(batch["tokens"]).astype(jnp.int32)
@@ -167,7 +193,22 @@ class SMA(Method):
     loss = self.loss_from_output(out, x)
     n_valid = jnp.maximum(1.0, jnp.sum(valid.astype(jnp.float32)))
     frac = jnp.sum(out["mask"].astype(jnp.float32)) / n_valid
-    return loss, dict(mask_fraction=frac, curriculum_s=jnp.asarray(s, jnp.float32))
+    metrics = dict(mask_fraction=frac, curriculum_s=jnp.asarray(s, jnp.float32))
+    if mask is None and self.curriculum_fraction > 0 and (
+        self.mask_mode == "sma" and self.mask_spec.rho is not None):
+      metrics["mask_attn_share"] = self.attention_share(valid, s)
+    return loss, metrics
+
+  def attention_share(self, valid, s):
+    """Share of the masked tokens chosen by attention (not at random) under
+    the curriculum, from the mask generator's own counts (monitor)."""
+    from maskssl.masks.sma import mask_counts  # pylint: disable=g-import-not-at-top
+    n_keys = valid.shape[1]
+    lq = (n_keys if self.mask_spec.mode == "transformer"
+          else self.encoder.num_latents)
+    c = mask_counts(jnp.sum(valid, -1), self.mask_spec, lq, n_keys, s)
+    k1, k2 = jnp.sum(c["k1"]), jnp.sum(c["k2"])
+    return k1.astype(jnp.float32) / jnp.maximum(k1 + k2, 1).astype(jnp.float32)
 
   def train_step(self, state, batch, rng, mask=None):
     """One AdamW step. ``mask`` (optional, (B, N) bool) replaces the

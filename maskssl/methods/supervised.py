@@ -51,8 +51,9 @@ class Supervised(Method):
   name = "supervised"
 
   def __init__(self, module, task: str, tx: optax.GradientTransformation,
-               pretrained: dict | None = None):
+               pretrained: dict | None = None, schedule=None):
     super().__init__(None)
+    self.schedule = schedule
     if task not in TASKS:
       raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
     self.module, self.task, self.tx = module, task, tx

@@ -53,6 +53,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from maskssl.constants import IMAGENET_MEAN, IMAGENET_STD
+from maskssl.models.dtypes import dtype_from_name  # noqa: F401 (re-exported)
+
 # PyTorch default init for Conv/Linear weights: kaiming_uniform(a=sqrt(5))
 # == U(-1/sqrt(fan_in), 1/sqrt(fan_in)) == variance_scaling(1/3, fan_in, uniform)
 torch_default_kernel_init = nn.initializers.variance_scaling(
@@ -293,8 +296,8 @@ class ResNetClassifier(nn.Module):
   """
   encoder: ResNet
   num_outputs: int
-  mean: Sequence[float] = (0.485, 0.456, 0.406)
-  std: Sequence[float] = (0.229, 0.224, 0.225)
+  mean: Sequence[float] = IMAGENET_MEAN
+  std: Sequence[float] = IMAGENET_STD
   feature_scale: Any = None   # e.g. a learned MetaMask mask, (F,) constant
 
   @nn.compact
@@ -308,13 +311,6 @@ class ResNetClassifier(nn.Module):
     if self.feature_scale is not None:
       h = h * jnp.asarray(self.feature_scale, h.dtype)
     return nn.Dense(self.num_outputs, name="head")(h)
-
-
-def dtype_from_name(name) -> Any:
-  """``"float32"``/``"bfloat16"``/a dtype -> jnp dtype."""
-  if name is None:
-    return jnp.float32
-  return jnp.dtype(name) if isinstance(name, str) else name
 
 
 __all__ = ["ResNet", "TorchBatchNorm", "BasicBlock", "Bottleneck", "resnet18",

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from maskssl import constants
 import optax
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+IMAGENET_MEAN = np.array(constants.IMAGENET_MEAN, np.float32)
+IMAGENET_STD = np.array(constants.IMAGENET_STD, np.float32)
 
 # name -> (encoder dim, depth, heads, decoder dim, depth, heads)
 VARIANTS = {
@@ -389,9 +391,3 @@ def model_kwargs(model_cfg) -> dict:
       dec_heads=int(get("dec_heads", None) or dh),
       mlp_ratio=float(get("mlp_ratio", 4.0)),
   )
-
-
-def compute_dtype(name: Optional[str]):
-  # float64 needs jax_enable_x64; it exists for the parity tests
-  return {None: jnp.float32, "float32": jnp.float32, "float64": jnp.float64,
-          "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}[name]

@@ -19,15 +19,13 @@ the data registry, or from ``--npz`` (CIFAR row layout, ``test_data`` /
 ``train_data``), or, by default without a config, from
 ``../shared/data/cifar10_partial/cifar10_partial.npz`` beside the checkout.
 
-Uses matplotlib when it is installed; otherwise a tiny built-in PNG writer
-(zlib) with a 3x5 bitmap font for the column labels.
+Uses matplotlib when it is installed; otherwise a Pillow PNG
+with a 3x5 bitmap font for the column labels.
 """
 from __future__ import annotations
 
 import os
 import pathlib
-import struct
-import zlib
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +33,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from maskssl.data import images
 from maskssl.masks import mscn
 
 COLUMNS = ("original", "hpf", "grid zero no hpf", "grid mask", "grid noise",
@@ -169,38 +168,13 @@ def compose(cols: list[np.ndarray], labels, scale: int, pad: int = 2
 
 
 def write_png(path, rgb: np.ndarray) -> None:
-  """Minimal PNG writer: 8-bit RGB, zlib-compressed, filter 0 per row."""
-  a = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
-  h, w, _ = a.shape
-  raw = b"".join(b"\x00" + a[y].tobytes() for y in range(h))
-
-  def chunk(tag, data):
-    return (struct.pack(">I", len(data)) + tag + data +
-            struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-  png = (b"\x89PNG\r\n\x1a\n" +
-         chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
-         chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-  with open(path, "wb") as f:
-    f.write(png)
+  """Float RGB in [0, 1] -> 8-bit PNG (Pillow)."""
+  images.write_png(str(path), (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
 def read_png(path) -> np.ndarray:
-  """Reader for the files :func:`write_png` writes (tests, sanity checks)."""
-  with open(path, "rb") as f:
-    data = f.read()
-  assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-  pos, idat, w, h = 8, b"", 0, 0
-  while pos < len(data):
-    (n,) = struct.unpack(">I", data[pos:pos + 4])
-    tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
-    if tag == b"IHDR":
-      w, h = struct.unpack(">II", body[:8])
-    elif tag == b"IDAT":
-      idat += body
-    pos += 12 + n
-  raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
-  return raw[:, 1:].reshape(h, w, 3)
+  """The uint8 (H, W, 3) of a PNG :func:`write_png` wrote."""
+  return images.read_png(str(path))[..., :3]
 
 
 def save_gallery(path, cols, labels, scale: int) -> str:

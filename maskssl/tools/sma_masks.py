@@ -186,7 +186,7 @@ def _s_value(spec: str, method, step: int):
 # ---------------------------------------------------------------- images --
 def image_panel(workdir, out, steps_spec="auto", num_images=6, split="test",
                 seed=0, s_spec="train", scale=None) -> dict:
-  from maskssl import augment
+  from maskssl.data import augment
   kept = kept_steps(workdir)
   steps = choose_steps(steps_spec, kept, "images")
   runs, enc = states(workdir, steps)
@@ -368,7 +368,7 @@ def main(argv=None) -> int:
   p.add_argument("--s", default="train",
                  help="curriculum scale: 'train' (as training) or a number")
   a = p.parse_args(sys.argv[1:] if argv is None else argv)
-  from maskssl import api, pipeline
+  from maskssl import api, run as run_lib
   from maskssl.tools.plot_embeddings import PlotError
   try:
     cfg = api.run_config(a.workdir)
@@ -385,7 +385,7 @@ def main(argv=None) -> int:
     else:
       info = feature_panel(a.workdir, a.out, a.steps, a.num_examples,
                            a.split, a.seed, a.s)
-  except (PlotError,) + pipeline.UserError as e:
+  except (PlotError,) + run_lib.UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   rates = info["mask_rate"]
