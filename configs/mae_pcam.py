@@ -1,7 +1,7 @@
 r"""Plain MAE on PatchCamelyon: ``configs/sdmae_pcam.py`` with
 ``sdmae.sd_weight = 0`` (one code path; the two distillation heads are then
 neither created nor run). Same variants (``quick``, ``sample``, ``p8``,
-``tiny``, ``base``), same recipe otherwise (spec: shared/specs/sdmae.md).
+``tiny``, ``base``), same recipe otherwise (Luo et al., arXiv 2203.16983).
 
 Commands:
   python -m maskssl.main --config=configs/mae_pcam.py:quick --workdir=runs/mae_quick

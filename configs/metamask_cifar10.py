@@ -1,5 +1,5 @@
 r"""MetaMask on CIFAR-10 (SimCLR + Barlow Twins + meta-learned dimensional
-mask; spec: shared/specs/metamask.md). ResNet-18 with the CIFAR stem (no
+mask; Li et al., NeurIPS 2022). ResNet-18 with the CIFAR stem (no
 stem ReLU, as the reference), 512-d pooled feature times ``sigmoid(m)``,
 Barlow-Twins projector 512-2048-2048-2048 and contrastive projector
 512-2048-256, both ending in BatchNorm; per-view BatchNorm; SGD momentum 0.9,

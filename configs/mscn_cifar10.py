@@ -1,4 +1,5 @@
-r"""MSCN (Masked Siamese ConvNets) on CIFAR-10; spec: shared/specs/mscn.md.
+r"""MSCN (Masked Siamese ConvNets) on CIFAR-10; Jing, Zhu & LeCun,
+arXiv 2206.07700.
 
 Method "siamese" (maskssl/methods/siamese.py): ResNet-18 with the CIFAR stem
 (512-d feature), a per-loss projector (width 2048, spec 2.2 small-scale

@@ -1,7 +1,7 @@
 r"""MSCN on ImageNet-1k with ResNet-50: the documented pod recipe (NOT run here).
 
-Spec: shared/specs/mscn.md (sec. 5 "MSCN defaults for ImageNet-1k /
-ResNet-50 [A]"). Method "siamese" (maskssl/methods/siamese.py):
+Paper: Jing, Zhu & LeCun, arXiv 2206.07700 (ImageNet-1k / ResNet-50
+defaults; [A] = assumed where the paper gives none). Method "siamese" (maskssl/methods/siamese.py):
 
 * Backbone: ResNet-50 v1.5, ImageNet stem, NHWC, Kaiming-normal fan_out
   init, ``zero_init_residual=True``, BN eps 1e-5 / torch momentum 0.1;

@@ -1,4 +1,4 @@
-r"""SD-MAE on PatchCamelyon (spec: shared/specs/sdmae.md).
+r"""SD-MAE on PatchCamelyon (Luo et al., arXiv 2203.16983).
 
 Default = the README recipe: ViT-S/16 at 224 (96 px patches upsampled by the
 random-resized crop), mask ratio 0.6 (117 of 196), p = 0.2, heads 2048 /

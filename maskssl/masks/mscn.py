@@ -10,7 +10,7 @@ become boolean masks through ranks of uniform keys).
 ``cfg`` is the ``config.mscn`` group (see :func:`default_config`); every
 value in it is a static Python value, closed over under ``jit``.
 
-Pipeline (spec ``shared/specs/mscn.md`` §3)::
+Pipeline (Jing, Zhu & LeCun, arXiv 2206.07700)::
 
     x in [0,1] -> [imagenet-normalise] -> HPF -> / hpf_scale          (both views)
     view A -> J copies, each: per-sample kind (focal/spatial/channel, jnp.where)

@@ -1,5 +1,5 @@
 """MetaMask (Li et al., NeurIPS 2022): Barlow Twins + SimCLR with a
-meta-learned dimensional mask (spec: shared/specs/metamask.md).
+meta-learned dimensional mask (arXiv 2209.07902).
 
 Model: ResNet (CIFAR stem, 512-d pooled feature ``h``) -> ``h * M`` with a
 global mask ``M = sigmoid(m)`` (``m`` init 0, so ``M = 0.5``) -> two

@@ -1,6 +1,6 @@
 """SD-MAE (Luo et al., arXiv 2203.16983) and plain MAE as its weight-0 case.
 
-Spec: shared/specs/sdmae.md. One code path: ``config.sdmae.sd_weight`` (p)
+Paper: Luo et al., arXiv 2203.16983. One code path: ``config.sdmae.sd_weight`` (p)
 weights ``L = p L_SD + (1 - p) L_rec``. At ``p == 0`` the two DINO heads are
 not created and not run (a Python branch on the static config), so plain MAE
 costs exactly an MAE.

@@ -1,5 +1,6 @@
-"""SMA pretraining method (spec shared/specs/sma.md): self-guided masked
-reconstruction with the mask generated inside encoder layer 1.
+"""SMA pretraining method (Xie et al., ICLR 2024, arXiv 2402.14789):
+self-guided masked reconstruction with the mask generated inside encoder
+layer 1.
 
 Config fields read (``config.model``; defaults = HIGGS particle model):
   input "continuous" | "bytes";  c_in (1);  vocab_size (262);  n_max (28)

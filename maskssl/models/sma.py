@@ -1,6 +1,6 @@
 """SMA model (Self-Guided Masked Autoencoders, Xie et al., ICLR 2024) in flax.linen.
 
-Implements ``shared/specs/sma.md`` section 2:
+The architecture (arXiv 2402.14789):
 
 * :class:`Preprocessor`: byte ids (``Embed(262, E)``) or continuous tokens
   (``Dense(C_in -> E)``) + learned position table, LayerNorm(eps 1e-12), dropout.

@@ -1,4 +1,4 @@
-"""Vision Transformer pieces for SD-MAE / MAE (spec: shared/specs/sdmae.md, sec. 2).
+"""Vision Transformer pieces for SD-MAE / MAE (Luo et al., arXiv 2203.16983).
 
 * Patch embedding as a Dense on row-major patches (pixel-major, channel-minor
   flattening; identical to a stride-p conv), PyTorch-default uniform init.
