@@ -87,6 +87,8 @@ def test_unknown_evaluator_key_fails_naming_it():
     ("mscn_cifar10", "model", "projector_widht"),
     ("mscn_cifar10", "loss", "temperture"),
     ("sma_particle", "mask", "ratoi"),
+    ("metamask_cifar10", "metamask", "mask_lrr"),
+    ("metamask_cifar10", "model", "bt_feature"),
 ])
 def test_unknown_model_mask_or_loss_key_fails_naming_it(name, section, key):
   c = _config(name, "quick")

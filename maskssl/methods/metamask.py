@@ -74,8 +74,9 @@ loss, gradient, mask or kept statistic:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,15 +88,13 @@ from maskssl.losses import joint_embedding as je
 from maskssl.methods.base import Method
 from maskssl.models.heads import ProjectionMLP
 from maskssl.models.resnet import ResNetClassifier, build_resnet, dtype_from_name
-from maskssl.config_utils import cfg_get
+from maskssl.config_utils import from_config
 
 META_GRAD_MODES = ("exact", "exact_unrolled", "exact_jvp",
                    "finite_difference", "first_order")
 _ALIASES = {"fd": "finite_difference", "exact_autodiff": "exact_unrolled"}
 HEADS = ("bt_head", "cl_head")
 
-
-_get = cfg_get
 
 
 def _axpy(a, x, y):
@@ -105,6 +104,42 @@ def _axpy(a, x, y):
 momentum_trace = optim_lib.momentum_trace
 
 
+@dataclasses.dataclass(frozen=True)
+class MetaMaskModelConfig:
+  """``config.model``: ResNet backbone + the two projection heads."""
+  backbone: str = "resnet18"          # | resnet50 | resnet_tiny
+  stem: str = "cifar"
+  stem_relu: bool = False             # the reference's CIFAR stem has none
+  init_scheme: str = "pytorch"
+  width: Optional[int] = None         # resnet_tiny: 8
+  stage_sizes: Optional[Sequence[int]] = None  # resnet_tiny: (1, 1)
+  head_init_scheme: str = "pytorch"
+  bt_features: Sequence[int] = (2048, 2048, 2048)
+  cl_features: Sequence[int] = (2048, 256)
+  compute_dtype: str = "float32"
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaMaskConfig:
+  """``config.metamask`` (the reference's defaults)."""
+  mask_param: str = "sigmoid"         # "identity" = --disable-sigmoid
+  enable_meta: bool = True            # False: M == 1, no meta step
+  meta_grad: str = "exact"            # see META_GRAD_MODES
+  fd_r: float = 0.01                  # finite_difference: eps = fd_r / ||v||
+  w_cl: float = 10.0
+  bt_lambda: float = 5e-3
+  bt_eps: float = 0.0
+  temperature: float = 0.07
+  task_loss: str = "nt_xent"
+  mask_lr: float = 1e-3               # the mask's SGD (schedule: optim's)
+  mask_momentum: float = 0.9
+  mask_weight_decay: float = 5e-4
+  steps_per_epoch: int = 0            # 0: total_steps (one epoch)
+  epochs: int = 0                     # 0: ceil(total_steps / steps_per_epoch)
+  meta_updates_bn_stats: bool = True
+  encode_apply_mask: bool = True
+
+
 class MetaMask(Method):
   """SimCLR + Barlow Twins with a meta-learned dimensional mask."""
 
@@ -112,57 +147,50 @@ class MetaMask(Method):
 
   def __init__(self, config):
     super().__init__(config)
-    mcfg = config.get("model", None) or {}
-    cfg = config.get("metamask", None) or {}
+    mcfg = from_config(MetaMaskModelConfig, config.get("model", None),
+                       "config.model (metamask)")
+    cfg = from_config(MetaMaskConfig, config.get("metamask", None),
+                      "config.metamask")
     ocfg = config.get("optim", None) or {}
-    self.dtype = dtype_from_name(_get(mcfg, "compute_dtype", "float32"))
-    backbone = _get(mcfg, "backbone", "resnet18")
-    kw = dict(stem=_get(mcfg, "stem", "cifar"),
-              stem_relu=bool(_get(mcfg, "stem_relu", False)),
-              init_scheme=_get(mcfg, "init_scheme", "pytorch"),
-              dtype=self.dtype)
-    if backbone == "resnet_tiny":
-      kw["width"] = int(_get(mcfg, "width", 8))
-      kw["stage_sizes"] = tuple(_get(mcfg, "stage_sizes", (1, 1)))
-    elif _get(mcfg, "width", None):
-      kw["width"] = int(_get(mcfg, "width", 64))
-    self.encoder = build_resnet(backbone, **kw)
+    self.dtype = dtype_from_name(mcfg.compute_dtype)
+    kw = dict(stem=mcfg.stem, stem_relu=bool(mcfg.stem_relu),
+              init_scheme=mcfg.init_scheme, dtype=self.dtype)
+    if mcfg.backbone == "resnet_tiny":
+      kw["width"] = int(mcfg.width or 8)
+      kw["stage_sizes"] = tuple(mcfg.stage_sizes or (1, 1))
+    elif mcfg.width:
+      kw["width"] = int(mcfg.width)
+    self.encoder = build_resnet(mcfg.backbone, **kw)
     self.feature_dim = self.encoder.num_features
     head_kw = dict(last_bn=True, dtype=self.dtype,
-                   init_scheme=_get(mcfg, "head_init_scheme", "pytorch"))
-    self.bt_head = ProjectionMLP(
-        tuple(_get(mcfg, "bt_features", (2048, 2048, 2048))), **head_kw)
-    self.cl_head = ProjectionMLP(
-        tuple(_get(mcfg, "cl_features", (2048, 256))), **head_kw)
+                   init_scheme=mcfg.head_init_scheme)
+    self.bt_head = ProjectionMLP(tuple(mcfg.bt_features), **head_kw)
+    self.cl_head = ProjectionMLP(tuple(mcfg.cl_features), **head_kw)
     self.modules = {"encoder": self.encoder, "bt_head": self.bt_head,
                     "cl_head": self.cl_head}
     self.aug = aug_lib.augment_config(config.get("augment", None))
 
-    self.mask_param = _get(cfg, "mask_param", "sigmoid")
+    self.mask_param = cfg.mask_param
     if self.mask_param not in ("sigmoid", "identity"):
       raise ValueError(f"metamask.mask_param {self.mask_param!r}: use "
                        "'sigmoid' or 'identity'")
-    self.enable_meta = bool(_get(cfg, "enable_meta", True))
-    mode = _get(cfg, "meta_grad", "exact")
-    self.meta_grad = _ALIASES.get(mode, mode)
+    self.enable_meta = bool(cfg.enable_meta)
+    self.meta_grad = _ALIASES.get(cfg.meta_grad, cfg.meta_grad)
     if self.meta_grad not in META_GRAD_MODES:
-      raise ValueError(f"metamask.meta_grad {mode!r}; known: "
+      raise ValueError(f"metamask.meta_grad {cfg.meta_grad!r}; known: "
                        f"{META_GRAD_MODES + tuple(_ALIASES)}")
-    self.w_cl = float(_get(cfg, "w_cl", 10.0))
-    self.bt_lambda = float(_get(cfg, "bt_lambda", 5e-3))
-    self.bt_eps = float(_get(cfg, "bt_eps", 0.0))
-    self.temperature = float(_get(cfg, "temperature", 0.07))
-    task = _get(cfg, "task_loss", "nt_xent")
-    self.task_loss = je.get_loss(task)
+    self.w_cl, self.bt_lambda = float(cfg.w_cl), float(cfg.bt_lambda)
+    self.bt_eps, self.temperature = float(cfg.bt_eps), float(cfg.temperature)
+    self.task_loss = je.get_loss(cfg.task_loss)
     self.task_kwargs = ({"temperature": self.temperature}
                         if self.task_loss is je.nt_xent else {})
-    self.fd_r = float(_get(cfg, "fd_r", 0.01))
-    self.meta_updates_bn_stats = bool(_get(cfg, "meta_updates_bn_stats", True))
-    self.encode_apply_mask = bool(_get(cfg, "encode_apply_mask", True))
+    self.fd_r = float(cfg.fd_r)
+    self.meta_updates_bn_stats = bool(cfg.meta_updates_bn_stats)
+    self.encode_apply_mask = bool(cfg.encode_apply_mask)
 
     total_steps = int(config.get("total_steps", 0) or 0)
-    spe = int(_get(cfg, "steps_per_epoch", 0) or 0) or max(total_steps, 1)
-    epochs = int(_get(cfg, "epochs", 0) or 0) or max(
+    spe = int(cfg.steps_per_epoch or 0) or max(total_steps, 1)
+    epochs = int(cfg.epochs or 0) or max(
         1, math.ceil(max(total_steps, 1) / spe))
     # the reference: PyTorch SGD, coupled decay on every leaf, per-epoch
     # cosine without warm-up (config.optim overrides any of these)
@@ -173,9 +201,8 @@ class MetaMask(Method):
     self.momentum, self.weight_decay = ocfg.momentum, ocfg.weight_decay
     self.tx, self.schedule = optim_lib.make(ocfg, total_steps)
     self.mask_tx, self.mask_schedule = optim_lib.make(optim_lib.optim_config(
-        ocfg, lr=float(_get(cfg, "mask_lr", 1e-3)),
-        momentum=float(_get(cfg, "mask_momentum", 0.9)),
-        weight_decay=float(_get(cfg, "mask_weight_decay", 5e-4))),
+        ocfg, lr=float(cfg.mask_lr), momentum=float(cfg.mask_momentum),
+        weight_decay=float(cfg.mask_weight_decay)),
         total_steps)
 
   # ------------------------------------------------------------ state ----
