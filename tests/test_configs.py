@@ -89,6 +89,7 @@ def test_unknown_evaluator_key_fails_naming_it():
     ("sma_particle", "mask", "ratoi"),
     ("metamask_cifar10", "metamask", "mask_lrr"),
     ("metamask_cifar10", "model", "bt_feature"),
+    ("sdmae_pcam", "sdmae", "mask_ration"),
 ])
 def test_unknown_model_mask_or_loss_key_fails_naming_it(name, section, key):
   c = _config(name, "quick")

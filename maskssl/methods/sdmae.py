@@ -33,7 +33,9 @@ and its float32 run to ~1e-6. Deliberate differences:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,7 @@ from maskssl.masks.random_patches import (mask_indices, num_masked,
                                           random_patch_mask)
 from maskssl.methods.base import Method, optax_state
 from maskssl import optim as optim_lib
+from maskssl.config_utils import from_config
 from maskssl.models.dtypes import dtype_from_name
 from maskssl.models import vit
 
@@ -77,29 +80,50 @@ def random_resized_crop(rng, image01, out_size: int, scale=(0.08, 1.0),
       method="linear", antialias=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class SDMAEConfig:
+  """``config.sdmae`` (``sd_weight = 0``: plain MAE)."""
+  mask_ratio: float = 0.6
+  sd_weight: float = 0.2              # p in L = p L_SD + (1 - p) L_rec
+  teacher_temp: float = 0.04
+  student_temp: float = 0.1
+  center_momentum: float = 0.9
+  center_on: str = "probs"
+  teacher_stop_grad: bool = False
+  alpha_visible: float = 0.0          # > 0: also predict visible patches
+  target_eps: float = 1e-6
+  augment: bool = True                # RandomResizedCrop + flip
+  crop_scale: Sequence[float] = (0.08, 1.0)
+  crop_ratio: Sequence[float] = (3 / 4, 4 / 3)
+  encode_pool: str = "fc_norm"
+  head_hidden: int = 2048
+  head_bottleneck: int = 256
+  head_out: int = 4096
+
+
 class SDMAE(Method):
   name = "sdmae"
 
   def __init__(self, config):
     super().__init__(config)
-    sd = config.get("sdmae", None) or {}
-    g = sd.get
-    self.mask_ratio = float(g("mask_ratio", 0.6))
-    self.sd_weight = float(g("sd_weight", 0.2))
+    sd = from_config(SDMAEConfig, config.get("sdmae", None), "config.sdmae")
+    self.sdmae_config = sd
+    self.mask_ratio = float(sd.mask_ratio)
+    self.sd_weight = float(sd.sd_weight)
     self.use_sd = self.sd_weight > 0
     self.sd_kwargs = dict(
-        teacher_temp=float(g("teacher_temp", 0.04)),
-        student_temp=float(g("student_temp", 0.1)),
-        center_momentum=float(g("center_momentum", 0.9)),
-        center_on=str(g("center_on", "probs")),
-        teacher_stop_grad=bool(g("teacher_stop_grad", False)))
-    self.alpha_visible = float(g("alpha_visible", 0.0))
-    self.target_eps = float(g("target_eps", 1e-6))
-    self.augment = bool(g("augment", True))
-    self.crop_scale = tuple(g("crop_scale", (0.08, 1.0)))
-    self.crop_ratio = tuple(g("crop_ratio", (3 / 4, 4 / 3)))
-    self.encode_pool = str(g("encode_pool", "fc_norm"))
-    self.head_out = int(g("head_out", 4096))
+        teacher_temp=float(sd.teacher_temp),
+        student_temp=float(sd.student_temp),
+        center_momentum=float(sd.center_momentum),
+        center_on=str(sd.center_on),
+        teacher_stop_grad=bool(sd.teacher_stop_grad))
+    self.alpha_visible = float(sd.alpha_visible)
+    self.target_eps = float(sd.target_eps)
+    self.augment = bool(sd.augment)
+    self.crop_scale = tuple(sd.crop_scale)
+    self.crop_ratio = tuple(sd.crop_ratio)
+    self.encode_pool = str(sd.encode_pool)
+    self.head_out = int(sd.head_out)
     self.kw = vit.model_kwargs(config.model)
     self.dtype = dtype_from_name(config.model.get("compute_dtype", None))
     # images, targets, losses and the center: float32 (float64 when the
@@ -114,8 +138,8 @@ class SDMAE(Method):
                        f"{self.num_patches} patches; need 0 < N_m < N")
     self.model = vit.SDMAEModel(
         **self.kw, use_heads=self.use_sd,
-        head_hidden=int(g("head_hidden", 2048)),
-        head_bottleneck=int(g("head_bottleneck", 256)),
+        head_hidden=int(sd.head_hidden),
+        head_bottleneck=int(sd.head_bottleneck),
         head_out=self.head_out, predict_visible=self.alpha_visible > 0,
         dtype=self.dtype)
     self.encoder = vit.Encoder(
