@@ -90,6 +90,7 @@ def test_unknown_evaluator_key_fails_naming_it():
     ("metamask_cifar10", "metamask", "mask_lrr"),
     ("metamask_cifar10", "model", "bt_feature"),
     ("sdmae_pcam", "sdmae", "mask_ration"),
+    ("sdmae_pcam", "model", "patch_sise"),
 ])
 def test_unknown_model_mask_or_loss_key_fails_naming_it(name, section, key):
   c = _config(name, "quick")

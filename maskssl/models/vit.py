@@ -16,9 +16,10 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskssl import constants
+from maskssl.config_utils import from_config
 import optax
 
 IMAGENET_MEAN = np.array(constants.IMAGENET_MEAN, np.float32)
@@ -376,18 +378,30 @@ def scale_by_layerwise_decay(params, decay: float, num_layers: int
   return optax.stateless(f)
 
 
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+  """``config.model`` of SD-MAE / MAE: a variant (``VARIANTS``) and
+  overrides (0: the variant's value)."""
+  variant: str = "small"
+  image_size: int = 224
+  patch_size: int = 16
+  enc_dim: int = 0
+  enc_depth: int = 0
+  enc_heads: int = 0
+  dec_dim: int = 0
+  dec_depth: int = 0
+  dec_heads: int = 0
+  mlp_ratio: float = 4.0
+  compute_dtype: Optional[str] = None   # None: float32
+
+
 def model_kwargs(model_cfg) -> dict:
   """Resolve ``config.model`` (variant + overrides) into module kwargs."""
-  get = model_cfg.get
-  ed, edep, eh, dd, ddep, dh = VARIANTS[get("variant", "small")]
+  c = from_config(ViTConfig, model_cfg, "config.model (ViT)")
+  ed, edep, eh, dd, ddep, dh = VARIANTS[c.variant]
   return dict(
-      image_size=int(get("image_size", 224)),
-      patch_size=int(get("patch_size", 16)),
-      enc_dim=int(get("enc_dim", None) or ed),
-      enc_depth=int(get("enc_depth", None) or edep),
-      enc_heads=int(get("enc_heads", None) or eh),
-      dec_dim=int(get("dec_dim", None) or dd),
-      dec_depth=int(get("dec_depth", None) or ddep),
-      dec_heads=int(get("dec_heads", None) or dh),
-      mlp_ratio=float(get("mlp_ratio", 4.0)),
-  )
+      image_size=int(c.image_size), patch_size=int(c.patch_size),
+      enc_dim=int(c.enc_dim or ed), enc_depth=int(c.enc_depth or edep),
+      enc_heads=int(c.enc_heads or eh), dec_dim=int(c.dec_dim or dd),
+      dec_depth=int(c.dec_depth or ddep), dec_heads=int(c.dec_heads or dh),
+      mlp_ratio=float(c.mlp_ratio))
