@@ -117,9 +117,9 @@ def get_config(arg=None):
                      test_split="test", encode_batch_size=256,
                      every=0 if quick else 10 * spe)
   c.evals.linear_probe = dict(
-      type="linear_probe", epochs=10 if quick else 100, batch_size=512,
+      type="linear_probe", every=0, epochs=10 if quick else 100, batch_size=512,
       warmup_epochs=0, standardize=True, encode_batch_size=256,
       optim=dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.0,
                  schedule="cosine", warmup_steps=0, clip_norm=0.0))
-  c.evals.mask = dict(type="mask_report")
+  c.evals.mask = dict(type="mask_report", every=0)
   return c

@@ -99,10 +99,11 @@ def get_config(arg=None):
                  clip_norm=0.0)
 
   c.evals = ml_collections.ConfigDict()
-  c.evals.knn = dict(type="knn", k=20, temperature=0.07, bank_split="train",
-                     test_split="test", encode_batch_size=1024)
+  c.evals.knn = dict(type="knn", every=0, k=20, temperature=0.07,
+                     bank_split="train", test_split="test",
+                     encode_batch_size=1024)
   c.evals.linear_probe = dict(
-      type="linear_probe", epochs=100, batch_size=256, warmup_epochs=0,
+      type="linear_probe", every=0, epochs=100, batch_size=256, warmup_epochs=0,
       standardize=False, encode_batch_size=1024,
       optim=dict(name="sgd", lr=0.3, momentum=0.9, weight_decay=1e-6,
                  schedule="cosine", warmup_steps=0, clip_norm=0.0))

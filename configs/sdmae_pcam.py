@@ -101,15 +101,15 @@ def get_config(arg=None):
 
   c.evals = ml_collections.ConfigDict()
   c.evals.linear_probe = dict(
-      type="linear_probe", enabled=True, train_split="train",
+      type="linear_probe", every=0, enabled=True, train_split="train",
       test_split="test", standardize=True, epochs=90, warmup_epochs=10,
       batch_size=512, seed=0, encode_batch_size=256,
       optim=dict(name="sgd", lr=0.1 * 512 / 256, momentum=0.9,
                  weight_decay=0.0, clip_norm=0.0))
-  c.evals.reconstruction = dict(type="reconstruction", enabled=True,
+  c.evals.reconstruction = dict(type="reconstruction", every=0, enabled=True,
                                 split="test", num_images=8, seed=0)
   c.evals.finetune = dict(
-      type="finetune", enabled=True, num_labels=(0,), seeds=(0,),
+      type="finetune", every=0, enabled=True, num_labels=(0,), seeds=(0,),
       inits=("pretrained",), batch_size=1024, num_epochs=100.0,
       total_steps=0, eval_every=2000, log_every=200, eval_batch_size=512,
       task="auto", verbose=True, layer_decay=0.75,

@@ -92,10 +92,11 @@ def get_config(arg=None):
   c.parallel = dict(fsdp=False, fsdp_min_size=2 ** 14)
 
   c.evals = ml_collections.ConfigDict()
-  c.evals.knn = dict(type="knn", enabled=True, k=20 if not quick else 5,
-                     temperature=0.07, encode_batch_size=64 if quick else 128)
+  c.evals.knn = dict(type="knn", every=0, enabled=True,
+                     k=20 if not quick else 5, temperature=0.07,
+                     encode_batch_size=64 if quick else 128)
   c.evals.linear_probe = dict(
-      type="linear_probe", enabled=True, epochs=5 if quick else 90,
+      type="linear_probe", every=0, enabled=True, epochs=5 if quick else 90,
       batch_size=64 if quick else 256, warmup_epochs=1 if quick else 10,
       standardize=True, encode_batch_size=64 if quick else 128, seed=0)
   return c

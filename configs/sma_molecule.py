@@ -95,7 +95,7 @@ def get_config(arg=None):
   c.evals = ml_collections.ConfigDict()
   for task, lr in _TASKS.items():
     c.evals[f"finetune_{task}"] = dict(
-        type="finetune", enabled=not quick or task in _QUICK_TASKS,
+        type="finetune", every=0, enabled=not quick or task in _QUICK_TASKS,
         num_labels=(0,),
         seeds=(0,) if quick else (0, 1, 2),
         inits=("pretrained", "scratch"),

@@ -92,7 +92,7 @@ def get_config(arg=None):
 
   c.evals = ml_collections.ConfigDict()
   c.evals.finetune = dict(
-      type="finetune", enabled=True,
+      type="finetune", every=0, enabled=True,
       num_labels=(1000,) if quick else (100, 1000),
       seeds=(0,) if quick else (0, 1, 2),
       inits=("pretrained", "scratch"),

@@ -95,7 +95,7 @@ def get_config(arg=None):
       overrides["max_train"] = cap
     c.evals[f"finetune_{task}"] = dict(
         # TAPE needs data.data_dir (set by :cpu; elsewhere enable by hand)
-        type="finetune", enabled=cpu or task not in _TAPE,
+        type="finetune", every=0, enabled=cpu or task not in _TAPE,
         num_labels=(0,),
         seeds=(0,) if quick else (0, 1, 2),
         inits=("pretrained", "scratch"),
