@@ -46,6 +46,8 @@ exact 26.4 CPU-s (3.28x), finite_difference 26.3 CPU-s (3.26x), first_order
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 from maskssl.constants import IMAGENET_MEAN, IMAGENET_STD
 
 REF_TRAIN_SIZE = 50000
@@ -75,7 +77,9 @@ def get_config(arg=None):
   c.data = dict(name="cifar10", source="tfds" if arg == "tfds" else
                 "embedded", path="", tfds_data_dir="", tfds_name="cifar10",
                 val_size=0, test_size=1000, split_seed=0, max_train=0,
-                max_test=0, pretrain_split="pretrain")
+                max_test=0, pretrain_split="pretrain",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   c.model = dict(
       backbone="resnet18", stem="cifar",

@@ -73,6 +73,8 @@ batch 32 / J=2 (target <= 10 %).
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 from maskssl.masks import mscn as mscn_lib
 
 REF_TRAIN_SIZE = 50000
@@ -102,7 +104,9 @@ def get_config(arg=None):
   c.data = dict(name="cifar10", source="tfds" if arg == "tfds" else
                 "embedded", path="", tfds_data_dir="", tfds_name="cifar10",
                 val_size=0, test_size=1000, split_seed=0, max_train=0,
-                max_test=0, pretrain_split="pretrain", image_key="image")
+                max_test=0, pretrain_split="pretrain", image_key="image",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   c.model = dict(
       backbone="resnet18", stem="cifar", width=8 if small else 64,

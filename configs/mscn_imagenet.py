@@ -45,6 +45,8 @@ not available when this was written (spec sec. 6).
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 from maskssl.masks import mscn as mscn_lib
 
 TRAIN_SIZE = 1281167
@@ -69,7 +71,9 @@ def get_config(arg=None):
 
   c.data = dict(name="imagenet2012", source="tfds", tfds_name="imagenet2012",
                 tfds_data_dir="", image_key="image", image_size=224,
-                pretrain_split="pretrain")
+                pretrain_split="pretrain",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   c.model = dict(backbone="resnet50", stem="imagenet", width=64,
                  stage_sizes=None, init_scheme="kaiming_fan_out",

@@ -46,6 +46,8 @@ timings are pessimistic; float32):
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 
 def get_config(arg=None):
   opts = set(a for a in (arg or "").split(",") if a)
@@ -69,7 +71,9 @@ def get_config(arg=None):
 
   c.data = dict(name="pcam", source="tfds", path="", tfds_data_dir="",
                 resize=0, crop=0, val_fraction=0.2, test_fraction=0.2,
-                split_seed=0, max_examples=0, pretrain_split="pretrain")
+                split_seed=0, max_examples=0, pretrain_split="pretrain",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   c.model = dict(variant="small", image_size=224, patch_size=16, enc_dim=0,
                  enc_depth=0, enc_heads=0, dec_dim=0, dec_depth=0,

@@ -35,6 +35,8 @@ test = the 500 embedded test images; one seed):
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 
 def get_config(arg=None):
   if arg not in (None, "", "quick", "reference"):
@@ -60,7 +62,9 @@ def get_config(arg=None):
                 test_size=1000, split_seed=0, max_train=200 if quick else 0,
                 max_test=100 if quick else 0, image_size=size,
                 num_crops=1 if quick else 2, crop_scale=(0.2, 1.0),
-                crop_seed=0, chunk=256, pretrain_split="pretrain")
+                crop_seed=0, chunk=256, pretrain_split="pretrain",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   e = 16 if quick else (256 if ref else 64)
   d = 32 if quick else (1024 if ref else 128)

@@ -22,6 +22,8 @@ Variants: quick, cpu, reference (spec sizes, for accelerators).
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 import os
 
 # task -> fine-tune lr of the reference scripts (spec 5.2; ClinTox / Tox21
@@ -60,7 +62,9 @@ def get_config(arg=None):
                 max_len=max_len, pack=True, pretrain_exclude_eval=True,
                 scaffold_backend="auto", frac_train=0.8, frac_val=0.1,
                 cls_loss="mse_quirk", max_pretrain=64 if quick else 0,
-                pretrain_split="pretrain")
+                pretrain_split="pretrain",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   d = 32 if quick else (768 if ref else 128)
   c.model = dict(

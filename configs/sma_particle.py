@@ -22,6 +22,8 @@ Measured with short_ft, 1,500 pretraining steps on the 6,500 sample rows,
 """
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 
 VARIANTS = ("quick", "cpu", "short_ft")
 
@@ -57,7 +59,9 @@ def get_config(arg=None):
                 train_pool_size=1500, feature_norm="zscore",
                 label_column="last", pretrain_split="pretrain",
                 # + the 14,988 shipped H2O HIGGS rows, unlabelled
-                pretrain_extra="embedded", test_path="")
+                pretrain_extra="embedded", test_path="",
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   # HIGGS model of the released config: 128-d, layer 1 + 4 self-attention
   # layers, 8 heads, widening 1, decoder 128-d with 1 head.

@@ -23,6 +23,8 @@ import os
 
 import ml_collections
 
+from maskssl.data.base import LOADER_FIELDS
+
 SHARED = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(
     __file__)), "..", "..", "shared", "data"))
 # task -> (selection metric, :cpu fine-tune epochs, :cpu labelled cap)
@@ -55,7 +57,9 @@ def get_config(arg=None):
                 max_len=max_len, val_fraction=0.1, split_seed=0, unknown="x",
                 max_train=64 if quick else 0, max_eval=64 if quick else 0,
                 max_pretrain=64 if quick else 0, pretrain_split="pretrain",
-                pretrain_tasks=tuple(_TASKS) if cpu else ())
+                pretrain_tasks=tuple(_TASKS) if cpu else (),
+                # input pipeline (threads, workers, bad_records, ...)
+                **LOADER_FIELDS)
 
   e = 32 if quick else (512 if ref else 64)
   d = 32 if quick else (1024 if ref else 128)
