@@ -135,6 +135,17 @@ def _column(cols: list[str], want: str, name: str) -> int:
   return lower.index(want.lower())
 
 
+def label_cell(cell: str, where: str, column: str) -> float:
+  """A label cell: a number, or NaN when empty (a missing label); anything
+  else is an error naming ``where`` (file:line) and the column."""
+  cell = cell.strip()
+  try:
+    return float(cell) if cell else float("nan")
+  except ValueError:
+    raise DataError(f"{where}: label {cell!r} (column {column!r}) is not a "
+                    "number") from None
+
+
 def read_table(text: str, name: str, label_columns, smiles_column="smiles"):
   """``(smiles, labels (N, T) float64 with NaN = empty cell, line numbers)``
   of a CSV with a SMILES column and ``label_columns`` (any case). A cell
@@ -153,14 +164,7 @@ def read_table(text: str, name: str, label_columns, smiles_column="smiles"):
     if len(row) <= max([si] + lis):
       raise DataError(f"{name}:{lineno}: expected {len(cols)} columns, found "
                       f"{len(row)}")
-    ys = []
-    for li in lis:
-      cell = row[li].strip()
-      try:
-        ys.append(float(cell) if cell else float("nan"))
-      except ValueError:
-        raise DataError(f"{name}:{lineno}: label {cell!r} (column "
-                        f"{cols[li]!r}) is not a number") from None
+    ys = [label_cell(row[li], f"{name}:{lineno}", cols[li]) for li in lis]
     smiles.append(row[si].strip())
     labels.append(ys)
     lines.append(lineno)
@@ -432,12 +436,7 @@ def read_smiles_records(path: str, label_column: str = ""
       raise DataError(f"{path}:{lineno}: empty SMILES cell")
     smiles.append(s)
     if li is not None:
-      cell = row[li].strip()
-      try:
-        labels.append(float(cell) if cell else float("nan"))
-      except ValueError:
-        raise DataError(f"{path}:{lineno}: label {cell!r} (column "
-                        f"{cols[li]!r}) is not a number") from None
+      labels.append(label_cell(row[li], f"{path}:{lineno}", cols[li]))
   if not smiles:
     raise DataError(f"{path}: no data rows")
   if li is None:

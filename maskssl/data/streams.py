@@ -43,6 +43,7 @@ from maskssl.config_utils import cfg_get
 from maskssl.data import records
 from maskssl.data import tokenizer
 from maskssl.data.base import ArrayDataset, DataError, split_indices
+from maskssl.data.tabular import _is_float
 
 _get = cfg_get
 
@@ -198,14 +199,6 @@ class _Table:
     mean = s1 / n
     var = np.maximum(s2 / n - mean * mean, 0.0)
     return self.shift + mean, np.sqrt(var)
-
-
-def _is_float(s: str) -> bool:
-  try:
-    float(s)
-    return True
-  except ValueError:
-    return False
 
 
 class _RecordTable(_Table):
