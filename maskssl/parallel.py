@@ -37,6 +37,9 @@ def cpu_device_count(setting: Any, batch_sizes=(), cores: int = 1) -> int:
   return n
 
 
+CPU_COLLECTIVE_TIMEOUT_S = 3600
+
+
 def configure_cpu_devices(setting: Any = "auto", batch_sizes=()) -> Any:
   """Split the host CPU into ``n`` XLA:CPU devices (data parallel).
 
@@ -64,6 +67,14 @@ def configure_cpu_devices(setting: Any = "auto", batch_sizes=()) -> Any:
   n = cpu_device_count(setting, batch_sizes, cores)
   if n <= 1:
     return None
+  # XLA:CPU aborts the process when one device thread reaches a collective
+  # 40 s after the others, which happens on an oversubscribed host (seen
+  # here: a nice'd 6,000-step run killed at step 4,300). Waiting is right.
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_collective_call_terminate_timeout_seconds" not in flags:
+    os.environ["XLA_FLAGS"] = (
+        flags + f" --xla_cpu_collective_call_terminate_timeout_seconds="
+        f"{CPU_COLLECTIVE_TIMEOUT_S}").strip()
   try:
     jax.config.update("jax_num_cpu_devices", n)
   except RuntimeError as e:  # backend already initialised

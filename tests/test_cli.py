@@ -93,6 +93,9 @@ def test_cpu_devices_auto_splits_the_host_in_a_fresh_process():
       "m = parallel.make_mesh()\n"
       "x = jax.device_put(jax.numpy.zeros((12, 3)), parallel.batch_sharding(m))\n"
       "assert len(x.addressable_shards) == want\n"
+      "if want > 1:  # a starved device thread must not abort the run\n"
+      "  assert '--xla_cpu_collective_call_terminate_timeout_seconds=3600' \\\n"
+      "      in os.environ['XLA_FLAGS'], os.environ['XLA_FLAGS']\n"
       "print('OK', want)\n")
   p = subprocess.run([sys.executable, "-c", code], capture_output=True,
                      text=True, timeout=120, env=env, cwd=REPO)
