@@ -74,8 +74,8 @@ class _TensorBoard:
   def scalars(self, step: int, metrics: Mapping):
     if self._w is None:
       return
-    for k, v in metrics.items():
-      if isinstance(v, (int, float)):
+    for k, v in metrics.items():  # undefined values (NaN rate) are skipped
+      if isinstance(v, (int, float)) and math.isfinite(v):
         self._w.add_scalar(k, v, step)
     self._w.flush()
 
