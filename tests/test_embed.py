@@ -12,28 +12,19 @@ import pytest
 import maskssl
 from maskssl import embed
 from maskssl import run as run_lib
-from maskssl.config_utils import load_config_file
 from maskssl.data import tabular
 from maskssl.data.base import DataError
 from maskssl.data.images import write_png
 from maskssl.tools import sma_masks
+from sma_tiny import tiny_sma_particle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny_higgs(workdir):
-  c = load_config_file(os.path.join(REPO, "configs", "sma_particle.py") +
-                       ":quick")
-  c.batch_size = 16
-  c.total_steps = 2
-  c.checkpoint_every = 1
-  c.keep_checkpoints = 5
-  c.log_every = 1000
-  c.model.num_self_layers = 1
-  c.model.self_heads = 2
-  for k in ("embed_dim", "latent_dim", "self_qk_dim", "decoder_qk_dim",
-            "head_dim", "head_qk_dim", "cross_qk_dim"):
-    c.model[k] = 16
+  c = tiny_sma_particle(width=16, heads=2, batch_size=16, total_steps=2,
+                        checkpoint_every=1, keep_checkpoints=5,
+                        log_every=1000)
   c.evals = ml_collections.ConfigDict()
   run_lib.train_and_evaluate(c, workdir)
   return workdir

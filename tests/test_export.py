@@ -13,22 +13,17 @@ import pytest
 import maskssl
 from maskssl import export as export_lib
 from maskssl import interop, run as run_lib
-from maskssl.config_utils import ConfigError, load_config_file
+from maskssl.config_utils import ConfigError
 from maskssl.interop import sma as sma_interop
+from sma_tiny import tiny_sma_particle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  c = load_config_file(os.path.join(REPO, "configs", "sma_particle.py") +
-                       ":quick")
-  c.batch_size, c.total_steps, c.checkpoint_every = 16, 3, 3
-  c.log_every = 1000
-  c.model.num_self_layers, c.model.self_heads = 1, 2
-  for k in ("embed_dim", "latent_dim", "self_qk_dim", "decoder_qk_dim",
-            "head_dim", "head_qk_dim", "cross_qk_dim"):
-    c.model[k] = 16
+  c = tiny_sma_particle(width=16, heads=2, batch_size=16, total_steps=3,
+                        checkpoint_every=3, log_every=1000)
   c.evals = ml_collections.ConfigDict()
   d = str(tmp_path_factory.mktemp("sma_run"))
   run_lib.train_and_evaluate(c, d)

@@ -12,25 +12,16 @@ import pytest
 from maskssl import parallel
 from maskssl import run as run_lib
 from maskssl import train as train_lib
-from maskssl.config_utils import load_config_file
 from maskssl.data import load_split
 from maskssl.methods import get_method
+from sma_tiny import tiny_sma_particle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**kw):
-  c = load_config_file(os.path.join(REPO, "configs", "sma_particle.py") +
-                       ":quick")
-  c.batch_size = 32
-  c.total_steps = 6
-  c.log_every = 3
-  c.checkpoint_every = 3
-  c.model.num_self_layers = 1
-  c.model.self_heads = 4
-  for k in ("embed_dim", "latent_dim", "self_qk_dim", "decoder_qk_dim",
-            "head_dim", "head_qk_dim", "cross_qk_dim"):
-    c.model[k] = 32
+  c = tiny_sma_particle(width=32, heads=4, batch_size=32, total_steps=6,
+                        log_every=3, checkpoint_every=3)
   c.evals.finetune.num_labels = (64,)
   c.evals.finetune.batch_size = 32
   c.evals.finetune.total_steps = 4
