@@ -38,9 +38,11 @@ def export(workdir: str, target: str, out: str, step: int | None = None,
   enc = api.load(workdir, step=step, config=config)
   module = interop.exporter(enc.config.method)
   tensors, info = module.export(enc.method, enc.state, target)
+  # the converter's info first: the run's own fields below take precedence
   sidecar = dict(
-      format="maskssl-export/1", target=target, method=enc.config.method,
-      step=enc.step, workdir=os.path.abspath(workdir), **info,
+      info, format="maskssl-export/1", target=target,
+      method=enc.config.method, step=enc.step,
+      workdir=os.path.abspath(workdir),
       tensors={k: [list(v.shape), str(v.dtype)] for k, v in tensors.items()},
       config=json.loads(enc.config.to_json_best_effort()))
   interop.save_state_dict(out, tensors, metadata=dict(

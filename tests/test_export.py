@@ -84,3 +84,20 @@ def test_export_function_npz_and_missing_run(run, tmp_path):
     assert set(side["tensors"]) <= set(z.files)
   with pytest.raises(Exception, match="config.json"):
     maskssl.load(str(tmp_path / "nowhere"))
+
+
+def test_sidecar_keeps_the_runs_fields_over_the_converters(run, tmp_path,
+                                                           monkeypatch):
+  """A converter's info may carry its own 'method' / 'step' (the ResNet one
+  does): the sidecar keeps the run's values and the converter's others."""
+  class Fake:
+    @staticmethod
+    def export(method, state, target):
+      return ({"w": np.zeros((2, 3), np.float32)},
+              dict(method="other", step=-1, feature_dim=3, stem="cifar"))
+  monkeypatch.setattr(interop, "exporter", lambda name: Fake)
+  side = export_lib.export(run, "official", str(tmp_path / "f.safetensors"))
+  assert side["method"] == "sma" and side["step"] == 3
+  assert side["feature_dim"] == 3 and side["stem"] == "cifar"
+  assert json.load(open(str(tmp_path / "f.json")))["tensors"] == {
+      "w": [[2, 3], "float32"]}
