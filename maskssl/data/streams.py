@@ -43,7 +43,7 @@ from maskssl.config_utils import cfg_get
 from maskssl.data import records
 from maskssl.data import tokenizer
 from maskssl.data.base import ArrayDataset, DataError, split_indices
-from maskssl.data.tabular import _is_float
+from maskssl.data.tabular import _is_float, train_rows
 
 _get = cfg_get
 
@@ -348,7 +348,7 @@ def _higgs_parts(key: tuple):
   table = _table(_stat_key(path), cfg["label_column"], cfg["max_rows"],
                  cfg["bad_records"], cfg["cache"])
   test_path = cfg["test_path"]
-  parts = _held_parts(cfg, len(table), own_test=not test_path)
+  parts = tabular.held_parts(cfg, len(table), own_test=not test_path)
   held = np.concatenate([parts["val"], parts.get("test", [])]).astype(np.int64)
   held_x = table.features(np.sort(held))
   test = None
@@ -377,31 +377,6 @@ def _higgs_parts(key: tuple):
   return table, parts, held, extra, mean, std, meta, test
 
 
-def _held_parts(cfg: dict, n: int, own_test: bool) -> dict:
-  """tabular._splits' val / test rows, without its n-sized pretraining and
-  pool arrays (those only for the ``train`` split: :func:`_train_rows`)."""
-  test, val = int(cfg["test_size"]) if own_test else 0, int(cfg["val_size"])
-  if test + val >= n:
-    raise DataError(f"data set has {n} rows, too few for test_size={test} + "
-                    f"val_size={val} and a pretraining split")
-  parts = split_indices(n, dict(test=test / n, val=val / n),
-                        cfg["split_seed"])
-  if not own_test:
-    parts.pop("test", None)
-  return parts
-
-
-def _train_rows(cfg: dict, n: int, held: np.ndarray) -> np.ndarray:
-  """tabular._splits' labelled pool: the first ``train_pool_size`` rows of
-  the pretraining rows in a seeded order."""
-  keep = np.ones(n, bool)
-  keep[held] = False
-  pretrain = np.flatnonzero(keep)
-  order = np.random.default_rng([int(cfg["split_seed"]), 1]).permutation(
-      len(pretrain))
-  return pretrain[order[:min(int(cfg["train_pool_size"]), len(pretrain))]]
-
-
 def _higgs_key(cfg) -> tuple:
   from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
   d = tabular.default_config()
@@ -426,7 +401,7 @@ def higgs_source(cfg, split: str):
     feats, labels = test
   elif split in parts or split == "train":
     rows = (parts[split] if split != "train" else
-            _train_rows(dict(key), len(table), held))
+            train_rows(dict(key), len(table), held))
     order = np.argsort(rows)
     feats = np.empty((len(rows), len(table.shift)), np.float32)
     feats[order] = table.features(rows[order])

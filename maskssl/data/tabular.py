@@ -168,24 +168,39 @@ def _load_all(source: str, path: str, label_column: str, max_rows: int,
                   f"data.path), got {source!r}")
 
 
-def _splits(cfg, n: int, own_test: bool = True) -> dict[str, np.ndarray]:
-  test, val = int(cfg.test_size) if own_test else 0, int(cfg.val_size)
+def held_parts(cfg, n: int, own_test: bool = True) -> dict[str, np.ndarray]:
+  """The held-out ``val`` (and ``test`` unless ``own_test`` is False) row
+  indices of an ``n``-row table (also used by the file-backed source)."""
+  test = int(cfg["test_size"]) if own_test else 0
+  val = int(cfg["val_size"])
   if test + val >= n:
     raise DataError(f"data set has {n} rows, too few for test_size={test} + "
                     f"val_size={val} and a pretraining split")
-  parts = split_indices(n, dict(test=test / n, val=val / n), cfg.split_seed)
+  parts = split_indices(n, dict(test=test / n, val=val / n),
+                        cfg["split_seed"])
   if not own_test:
     parts.pop("test", None)
-  held = np.zeros(n, bool)
-  held[parts["val"]] = True
-  if own_test:
-    held[parts["test"]] = True
-  pretrain = np.flatnonzero(~held)
-  order = np.random.default_rng([int(cfg.split_seed), 1]).permutation(
+  return parts
+
+
+def train_rows(cfg, n: int, held: np.ndarray) -> np.ndarray:
+  """The labelled pool: the first ``train_pool_size`` pretraining rows (all
+  rows not in ``held``) in a seeded order."""
+  keep = np.ones(n, bool)
+  keep[held] = False
+  pretrain = np.flatnonzero(keep)
+  order = np.random.default_rng([int(cfg["split_seed"]), 1]).permutation(
       len(pretrain))
-  pool = min(int(cfg.train_pool_size), len(pretrain))
-  parts["pretrain"] = pretrain
-  parts["train"] = pretrain[order[:pool]]
+  return pretrain[order[:min(int(cfg["train_pool_size"]), len(pretrain))]]
+
+
+def _splits(cfg, n: int, own_test: bool = True) -> dict[str, np.ndarray]:
+  parts = held_parts(cfg, n, own_test)
+  held = np.concatenate([parts["val"], parts.get("test", [])]).astype(int)
+  keep = np.ones(n, bool)
+  keep[held] = False
+  parts["pretrain"] = np.flatnonzero(keep)
+  parts["train"] = train_rows(cfg, n, held)
   return parts
 
 
