@@ -120,10 +120,21 @@ def get_config(arg=None):
   c.evals.knn = dict(type="knn", k=5, temperature=1.0, bank_split="train",
                      test_split="test", encode_batch_size=256,
                      every=0 if quick else 10 * spe)
+  # Linear probe [A] (spec 6.2; not in the reference): frozen eval-mode
+  # backbone, features h * M (encode_apply_mask), RandomResizedCrop(32) +
+  # flip per epoch, 100 epochs of SGD momentum 0.9, lr 0.1 cosine, batch
+  # 512, wd 0; test = the whole 32 px image (test_crop 1, the reference's
+  # ToTensor + Normalize test transform). norm: one variance shared by all
+  # dims, so the learned per-dimension mask is not divided out (per-dim
+  # BatchNorm / standardisation would cancel it exactly). :quick: 1,024
+  # training images, 5 epochs (the plumbing, not accuracy).
   c.evals.linear_probe = dict(
-      type="linear_probe", every=0, epochs=10 if quick else 100, batch_size=512,
-      warmup_epochs=0, standardize=True, encode_batch_size=256,
+      type="linear_probe", every=0, augment=True, norm="batchnorm_scalar",
+      size=32, crop_scale=(0.08, 1.0), flip_p=0.5, test_crop=1.0,
+      epochs=5 if quick else 100, batch_size=128 if quick else 512,
+      warmup_epochs=0, train_subset=1024 if quick else 0,
+      encode_batch_size=256,
       optim=dict(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.0,
-                 schedule="cosine", warmup_steps=0, clip_norm=0.0))
+                 schedule="cosine", clip_norm=0.0))
   c.evals.mask = dict(type="mask_report", every=0)
   return c

@@ -108,7 +108,10 @@ def get_config(arg=None):
                      encode_batch_size=1024)
   c.evals.linear_probe = dict(
       type="linear_probe", every=0, epochs=100, batch_size=256, warmup_epochs=0,
-      standardize=False, encode_batch_size=1024,
+      # VICReg evaluate.py: RandomResizedCrop(224) + flip, plain Linear;
+      # test Resize(256) + CenterCrop(224)
+      augment=True, norm="none", size=224, test_crop=0.875,
+      encode_batch_size=1024,
       optim=dict(name="sgd", lr=0.3, momentum=0.9, weight_decay=1e-6,
-                 schedule="cosine", warmup_steps=0, clip_norm=0.0))
+                 decay_all=True, schedule="cosine", clip_norm=0.0))
   return c

@@ -104,10 +104,19 @@ def get_config(arg=None):
   c.finetune = dict(drop_path=0.1, init_scale=0.001)
 
   c.evals = ml_collections.ConfigDict()
+  # Linear probe (spec 6.3, code defaults): frozen encoder, fc_norm(mean
+  # pool) features, BatchNorm(affine=False, eps 1e-6) -> Dense, SGD momentum
+  # 0.9, lr 0.1 x 512/256, wd 0, 90 epochs (10 warm-up) cosine, batch 512;
+  # RandomResizedCrop + flip per epoch straight to the encoder's input size
+  # (``size``, set below from model.image_size); test: MAE main_linprobe's
+  # Resize(int(size / 0.875)) + CenterCrop(size) (bilinear here, bicubic
+  # there).
   c.evals.linear_probe = dict(
       type="linear_probe", every=0, enabled=True, train_split="train",
-      test_split="test", standardize=True, epochs=90, warmup_epochs=10,
-      batch_size=512, seed=0, encode_batch_size=256,
+      test_split="test", augment=True, norm="batchnorm", bn_eps=1e-6,
+      size=224, crop_scale=(0.08, 1.0), flip_p=0.5, test_crop=0.875,
+      epochs=90, warmup_epochs=10, batch_size=512, train_subset=0, seed=0,
+      encode_batch_size=256,
       optim=dict(name="sgd", lr=0.1 * 512 / 256, momentum=0.9,
                  weight_decay=0.0, clip_norm=0.0))
   c.evals.reconstruction = dict(type="reconstruction", every=0, enabled=True,
@@ -155,4 +164,5 @@ def get_config(arg=None):
     c.optim.update(lr=1e-3, warmup_steps=5, end_lr=1e-5)
     c.evals.linear_probe.epochs = 30
     c.evals.linear_probe.warmup_epochs = 3
+  c.evals.linear_probe.size = c.model.image_size   # crop once, to the input
   return c

@@ -102,5 +102,6 @@ def get_config(arg=None):
   c.evals.linear_probe = dict(
       type="linear_probe", every=0, enabled=True, epochs=5 if quick else 90,
       batch_size=64 if quick else 256, warmup_epochs=1 if quick else 10,
-      standardize=True, encode_batch_size=64 if quick else 128, seed=0)
+      augment=False, norm="standardize", test_crop=1.0,   # fixed features
+      encode_batch_size=64 if quick else 128, seed=0)
   return c

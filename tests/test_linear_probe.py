@@ -1,4 +1,5 @@
-"""Linear-probe evaluator: standardisation, fitting, AUC, run() plumbing."""
+"""Linear-probe evaluator, fixed-feature mode: standardisation, fitting, AUC,
+run() plumbing."""
 import json
 
 import jax.numpy as jnp
@@ -54,8 +55,12 @@ class _MeanColourMethod:
 
 def test_run_on_embedded_pcam(tmp_path):
   config = ml_collections.ConfigDict(dict(data=dict(name="pcam")))
+  # the cheap fixed-feature mode (the reference protocol: test_linear_probe_
+  # protocol.py); test_crop=1 keeps the 96 px patches as they are
   ecfg = ml_collections.ConfigDict(dict(type="linear_probe", epochs=40,
-                                        batch_size=80, warmup_epochs=2))
+                                        batch_size=80, warmup_epochs=2,
+                                        augment=False, norm="standardize",
+                                        test_crop=1.0))
   ev = make_evaluator("probe", ecfg, config,
                       {"encode": _MeanColourMethod().encode})
   assert isinstance(ev, get_evaluator("linear_probe"))

@@ -67,14 +67,18 @@ class SplitFeatures:
     self.encode, self.data, self.names = encode, data, tuple(splits)
     self.batch_size, self._splits = int(batch_size), None
 
-  def __call__(self, state):
-    """``[(dataset, features (N, D)), ...]`` in the order of ``splits``."""
+  def splits(self):
+    """The datasets, in the order of ``splits`` (loaded once)."""
     from maskssl.data import load_split  # pylint: disable=g-import-not-at-top
     if self._splits is None:
       self._splits = [load_split(self.data, s) for s in self.names]
+    return self._splits
+
+  def __call__(self, state):
+    """``[(dataset, features (N, D)), ...]`` in the order of ``splits``."""
     mesh = parallel.make_mesh()
     return [(ds, features(self.encode, state, ds, self.batch_size, mesh))
-            for ds in self._splits]
+            for ds in self.splits()]
 
 
 def require(fns: dict, name: str, evaluator: str) -> Callable:
