@@ -176,23 +176,94 @@ def test_converter_round_trips_each_source(tmp_path, capsys):
   got = fb.read_batch(np.arange(len(fb)))
   for k in mem.arrays:
     np.testing.assert_array_equal(got[k], mem.arrays[k])
-  # SMILES (a CSV with a smiles column, .gz) and FASTA
+  # SMILES and FASTA: the modules' pretraining batches from the converted
+  # shards are those of the loose files
+  _smiles_round_trip(tmp_path)
+  _fasta_round_trip(tmp_path)
+  assert "wrote" in capsys.readouterr().out
+
+
+def _same_batches(a, b, batch=8, seed=3, steps=None):
+  """Both sources give identical grain-loader batches at every step (more
+  than one epoch); returns the number of steps compared."""
+  assert len(a) == len(b)
+  la, lb = (grain_source.BatchLoader(s, batch, seed, 10 ** 6) for s in (a, b))
+  steps = steps or 2 * (len(a) // batch) + 1
+  for t in range(steps):
+    ba, bb = la.steps[t], lb.steps[t]
+    assert sorted(ba) == sorted(bb)
+    for k in ba:
+      np.testing.assert_array_equal(ba[k], bb[k])
+  return steps
+
+
+def _smiles_round_trip(tmp_path):
   import gzip
-  smi = tmp_path / "m.csv.gz"
+  from maskssl.data import load_split, molecules
+  evaluated = sorted(molecules._eval_smiles(molecules.default_config(
+      scaffold_backend="python")))[:5]   # bbbp val/test: excluded
+  rows = [f"m{i},{'C' * (1 + i % 37)}{'N' if i % 3 else 'O'}" for i in
+          range(240)] + [f"e{i},{s}" for i, s in enumerate(evaluated)]
+  rows[5] = 'q,"C(=O)O"'          # a quoted cell
+  rows[9] = "empty,"              # an empty cell: skipped, as the reader does
+  smi = tmp_path / "m.csv.gz"    # header with the column, blank lines, .gz
   with gzip.open(smi, "wt") as f:
-    f.write("id,SMILES\n1,CCO\n\n2,c1ccccc1\n3,\"C(=O)O\"\n")
-  out = str(tmp_path / "o_m")
-  convert.convert(str(smi), out, progress=False)
-  assert [r["smiles"] for r in map(records.ArrayRecordSource(out).__getitem__,
-                                   range(3))] == ["CCO", "c1ccccc1", "C(=O)O"]
-  fa = tmp_path / "p.fasta"
-  fa.write_text(">a first\nMKV\nLL*\n>b\nacd\n")
+    f.write("id,SMILES\n" + "\n\n".join(rows[:20]) + "\n"
+            + "\n".join(rows[20:]) + "\n")
+  moses = tmp_path / "moses.smi"  # MOSES layout: a bare SMILES header
+  moses.write_text("SMILES\n" + "".join(f"{'c1ccccc1' * (1 + i % 4)}C\n"
+                                        for i in range(90)))
+  for src, kw in ((smi, dict(corpus_max=200)), (moses, dict(pack=False))):
+    out = str(tmp_path / ("o_" + src.name))
+    convert.convert(str(src), out, progress=False)
+    conv = records.ArrayRecordSource(out)
+    assert [conv.raw_record(i)["smiles"] for i in range(len(conv))] == \
+        molecules.read_smiles_file(str(src)) == \
+        molecules.read_smiles_file(out)
+    kw = dict(kw, max_len=48, scaffold_backend="python")
+    loose = load_split(molecules.default_config(corpus=str(src), **kw),
+                       "pretrain")
+    shards = load_source(molecules.default_config(corpus=out, **kw),
+                         "pretrain")   # read by record by default
+    assert isinstance(shards, streams.SmilesRows)
+    assert shards.meta["num_smiles"] == loose.meta["num_smiles"]
+    whole = load_split(molecules.default_config(corpus=out, in_memory=True,
+                                                **kw), "pretrain")
+    _same_batches(loose, shards)
+    _same_batches(loose, whole)
+  assert loose.meta["num_smiles"] == 90
+  for s in evaluated:   # the evaluated molecules were removed from both
+    assert s not in molecules.read_smiles_file(out)
+  with pytest.raises(DataError, match="converted from column 'SMILES', not "
+                     "data.corpus_column='smi'"):
+    load_source(molecules.default_config(corpus=out, corpus_column="smi"),
+                "pretrain")
+
+
+def _fasta_round_trip(tmp_path):
+  from maskssl.data import load_split, proteins
+  fa = tmp_path / "p.fasta"   # multi-line, lower case, '*', ';', unknown J
+  fa.write_text("; a comment\n" + "".join(
+      f">s{i} desc {i}\n{'mkvl' * (1 + i % 9)}\n{'AC' if i % 4 else 'JA'}*"
+      f"\n\n" for i in range(40)))
   out = str(tmp_path / "o_p")
   convert.convert(str(fa), out, progress=False)
   recs = records.ArrayRecordSource(out)
-  assert [(recs[i]["id"], recs[i]["sequence"]) for i in range(2)] == [
-      ("a", "MKVLL"), ("b", "ACD")]
-  assert "wrote" in capsys.readouterr().out
+  assert (recs.raw_record(0)["id"], recs.raw_record(0)["sequence"]) == (
+      "s0", "MKVLJA")   # stored as read; the module maps J when reading
+  assert proteins.read_fasta(out) == proteins.read_fasta(str(fa))
+  kw = dict(max_len=24)
+  loose = load_split(proteins.default_config(path=str(fa), **kw), "pretrain")
+  shards = load_source(proteins.default_config(path=out, **kw), "pretrain")
+  assert isinstance(shards, streams.FastaRows) and shards.src is not None
+  _same_batches(loose, shards)
+  _same_batches(loose, load_split(proteins.default_config(
+      path=out, in_memory=True, **kw), "pretrain"))
+  strict = load_source(proteins.default_config(path=out, unknown="error",
+                                               **kw), "pretrain")
+  with pytest.raises(DataError, match=r"o_p\[all:0\]: unknown residue "
+                     "letter 'J'"):
+    strict[0]
 
 
 # ---------------------------------------------------------- bad records --

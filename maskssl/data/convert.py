@@ -11,8 +11,12 @@ r"""Loose files -> ArrayRecord shards, for the grain loader.
   header) -> ``{"x": float32 features, "label"}`` (``--label_column``
   last|first|none);
 * smiles: one SMILES per line (first field), or a CSV with a ``smiles``
-  column -> ``{"smiles"}``;
-* fasta: FASTA (``.gz`` allowed) -> ``{"id", "description", "sequence"}``.
+  column (``--smiles_column``) -> ``{"smiles"}``, read as the molecule
+  module reads ``data.corpus``; point ``--config.data.corpus=DIR`` at it;
+* fasta: FASTA (``.gz`` allowed) -> ``{"id", "description", "sequence"}``
+  (letters upper-cased, ``*`` dropped; unknown letters are mapped or
+  rejected when read, by ``data.unknown``); ``--config.data.path=DIR`` of
+  the proteins module.
 
 ``DIR`` gets ``<split>-NNNNN.array_record`` shards (``group_size:1``: one
 ``pread`` per record) and ``maskssl_records.json`` (kind, splits with
@@ -183,35 +187,51 @@ def table_records(src: str, bad: list, bad_records: str,
   return {"all": (gen(), None)}, meta
 
 
-def smiles_records(src: str, bad: list, bad_records: str
+def smiles_records(src: str, bad: list, bad_records: str, column: str = ""
                    ) -> tuple[dict, dict]:
+  """``{"smiles"}`` records, by the rules of
+  :func:`maskssl.data.molecules.read_smiles_file` (so a converted corpus
+  packs into the same rows as the file): CSV mode when the first non-blank
+  line names ``column`` (default ``smiles``, any case; a bare ``SMILES``
+  line, as in MOSES, too), else the first field of every line that is not
+  blank or a ``#`` comment. Empty cells are skipped (counted in the
+  metadata as ``empty``), as the reader skips them."""
   meta = dict(kind="smiles", source=os.path.abspath(src))
+  want = (column or "smiles").lower()
+  with _open_text(src) as f:
+    first = next((l for l in f if l.strip()), "")
+  cells = [c.strip() for c in next(csv.reader([first]))] if first else []
+  col = None
+  if want in [c.lower() for c in cells]:
+    col = [c.lower() for c in cells].index(want)
+    meta.update(header=first.strip(), smiles_column=cells[col])
+  elif column:
+    raise DataError(f"{src}:1: no {column!r} column in header {cells} "
+                    "(--smiles_column)")
 
   def gen():
-    col, first = None, True
     with _open_text(src) as f:
-      for lineno, line in enumerate(f, start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
+      if col is None:
+        for line in f:
+          if line.strip() and not line.lstrip().startswith("#"):
+            yield dict(smiles=line.split()[0])
+        return
+      # row numbers as the reader counts them (csv rows; row 1 = header)
+      for lineno, row in enumerate(csv.reader(f), start=1):
+        if lineno == 1 or not row or all(not c.strip() for c in row):
           continue
-        if first:
-          first = False
-          cells = [c.strip().lower() for c in next(csv.reader([line]))]
-          if "smiles" in cells:  # a header (a bare "SMILES" line: MOSES)
-            col = cells.index("smiles") if len(cells) > 1 else None
-            meta["header"] = line.strip()
-            continue
-        if col is not None:
-          row = next(csv.reader([line]))
-          s = row[col].strip() if len(row) > col else ""
-        else:
-          s = line.split()[0]
-        if not s:
-          msg = f"{src}:{lineno}: empty SMILES"
+        if len(row) <= col:
+          msg = f"{src}:{lineno}: no {want!r} column value"
           if bad_records == "error":
-            raise DataError(f"bad record {msg}")
+            raise DataError(f"bad record {msg} (--bad_records=skip skips "
+                            "it)")
           bad.append(msg)
           continue
-        yield dict(smiles=s)
+        s = row[col].strip()
+        if s:
+          yield dict(smiles=s)
+        else:
+          meta["empty"] = meta.get("empty", 0) + 1
   return {"all": (gen(), None)}, meta
 
 
@@ -262,7 +282,8 @@ def _writer(path: str, options: str):
 
 def convert(src: str, out: str, kind: str = "auto",
             records_per_shard: int = 50_000, label_column: str = "last",
-            bad_records: str = "error", progress: bool = True) -> dict:
+            bad_records: str = "error", progress: bool = True,
+            smiles_column: str = "") -> dict:
   """Write ``out``; returns the metadata (also in ``out/META_FILE``)."""
   if not os.path.exists(src):
     raise DataError(f"--src {src!r} does not exist")
@@ -277,7 +298,7 @@ def convert(src: str, out: str, kind: str = "auto",
   elif kind == "table":
     groups, meta = table_records(src, bad, bad_records, label_column)
   elif kind == "smiles":
-    groups, meta = smiles_records(src, bad, bad_records)
+    groups, meta = smiles_records(src, bad, bad_records, smiles_column)
   else:
     groups, meta = fasta_records(src, bad, bad_records)
   os.makedirs(out, exist_ok=True)
@@ -329,12 +350,16 @@ def main(argv=None) -> int:
   ap.add_argument("--label_column", default="last",
                   choices=("last", "first", "none"),
                   help="tables: where the label is (HIGGS.csv: first)")
+  ap.add_argument("--smiles_column", default="",
+                  help="SMILES CSVs: the column (default: a 'smiles' column, "
+                  "any case); as data.corpus_column")
   ap.add_argument("--bad_records", default="error", choices=("error", "skip"))
   ap.add_argument("--quiet", action="store_true", help="no progress bar")
   a = ap.parse_args(argv)
   try:
     meta = convert(a.src, a.out, a.kind, a.records_per_shard, a.label_column,
-                   a.bad_records, progress=not a.quiet)
+                   a.bad_records, progress=not a.quiet,
+                   smiles_column=a.smiles_column)
   except DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -9,9 +9,11 @@ ids). Splits:
   ``merge_method=sep``). Source: ``data.corpus`` -- SMILES files (one per
   line, first field; ``.smi`` / ``.txt``) or CSVs (column
   ``data.corpus_column``, default the ``smiles`` column, any case), plain or
-  ``.gz``, comma-separated; ``data.corpus_max`` keeps a seeded sample of that
-  many SMILES (MOSES has 1.6 M) -- or, by default, the SMILES of the seven
-  embedded MoleculeNet tables. Val/test molecules of ``data.exclude_eval_of``
+  ``.gz``, comma-separated, or directories converted from such files by
+  ``python -m maskssl.data.convert`` (the same SMILES, read by record);
+  ``data.corpus_max`` keeps a seeded sample of that many SMILES (MOSES has
+  1.6 M) -- or, by default, the SMILES of the seven embedded MoleculeNet
+  tables. Val/test molecules of ``data.exclude_eval_of``
   (default: ``data.task``) are removed from the corpus
   (``data.pretrain_exclude_eval``), so no evaluated molecule is seen.
 * ``train`` / ``val`` / ``test``: one SMILES per row (truncated to
@@ -186,7 +188,16 @@ def read_labelled_csv(text: str, name: str, label_column: str
 def read_smiles_file(path: str, column: str = "") -> list[str]:
   """Corpus SMILES: one per line (first field; blank lines and ``#``
   comments skipped), or a CSV whose header has ``column`` (default: a
-  ``smiles`` column, any case). ``.gz`` files are read compressed."""
+  ``smiles`` column, any case). ``.gz`` files are read compressed. A
+  directory converted by ``python -m maskssl.data.convert`` (``{"smiles"}``
+  records, written by these rules) gives the SMILES of its file."""
+  from maskssl.data import records  # pylint: disable=import-outside-toplevel
+  if records.is_records_dir(path):
+    from maskssl.data import streams  # pylint: disable=import-outside-toplevel
+    corpus = streams.SmilesRecords(path, column, frozenset())
+    if not len(corpus):
+      raise DataError(f"{path}: no SMILES found")
+    return corpus.all_smiles()
   text = _read_text(path, "data.corpus")
   first = next((l for l in text.splitlines() if l.strip()), "")
   cols = [c.strip() for c in next(csv.reader([first]))] if first else []

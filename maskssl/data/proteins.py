@@ -20,7 +20,8 @@ Tasks (``data.task``):
   train/valid/test splits, read from ``<data.data_dir>/tape/<task>/
   {train,valid,test}.csv.gz`` (columns ``seq,label``; not shipped).
 
-``pretrain`` = unlabelled sequences: ``data.path`` (a user FASTA) or the
+``pretrain`` = unlabelled sequences: ``data.path`` (a user FASTA, or a
+directory converted from one by ``python -m maskssl.data.convert``) or the
 training sequences (never val/test) of ``data.pretrain_tasks`` (default:
 the task itself). ``data.test_path``: a labelled FASTA / CSV of the same
 kind replaces the test split. Sequences longer than ``max_len - 1``
@@ -131,7 +132,12 @@ def parse_fasta(text: str, name: str = "<fasta>", unknown: str = "x"
 
 
 def read_fasta(path: str, unknown: str = "x"):
-  """:func:`parse_fasta` of a file (``.gz`` allowed)."""
+  """:func:`parse_fasta` of a file (``.gz`` allowed), or of a directory
+  converted from one by ``python -m maskssl.data.convert`` (the same
+  records: letters checked by ``unknown``, duplicate IDs rejected)."""
+  from maskssl.data import records  # pylint: disable=import-outside-toplevel
+  if records.is_records_dir(path):
+    return _read_fasta_records(path, unknown)
   if not os.path.exists(path):
     raise DataError(f"{path}: no such file")
   opener = gzip.open if path.endswith(".gz") else open
@@ -141,6 +147,30 @@ def read_fasta(path: str, unknown: str = "x"):
   except UnicodeDecodeError as e:
     raise DataError(f"{path}: not UTF-8 text ({e})") from None
   return parse_fasta(text, path, unknown)
+
+
+def _read_fasta_records(path: str, unknown: str):
+  from maskssl.data import records, streams  # pylint: disable=import-outside-toplevel
+  if unknown not in ("x", "error"):
+    raise DataError(f"unknown-letter policy must be 'x' or 'error', got "
+                    f"{unknown!r}")
+  src = streams.converted_records(path, "fasta", "data.path")
+  ids, descs, seqs, seen, n_unknown = [], [], [], set(), 0
+  for s in range(0, len(src), 4096):
+    rows = range(s, min(len(src), s + 4096))
+    for i, rec in zip(rows, src.raw_records(rows)):
+      rid, where = str(rec.get("id", "")), src.describe(i)
+      if rid in seen:
+        raise DataError(f"{where}: duplicate record ID {rid!r}")
+      seen.add(rid)
+      raw = str(rec.get("sequence", ""))
+      n_unknown += sum(c not in AMINO for c in raw)
+      ids.append(rid)
+      descs.append(str(rec.get("description", "")))
+      seqs.append(streams.clean_sequence(raw, unknown, where))
+  if not ids:
+    raise DataError(f"{path}: no FASTA records")
+  return ids, descs, seqs, n_unknown
 
 
 def _resource_text(fname: str) -> str:
@@ -344,6 +374,9 @@ def read_sequence_records(path: str, unknown: str = "x",
   Letters are upper-cased and checked as :func:`parse_fasta` does
   (``unknown``). Bad rows raise :class:`DataError` naming file and line.
   """
+  from maskssl.data import records  # pylint: disable=import-outside-toplevel
+  if records.is_records_dir(path):   # converted FASTA
+    return _fasta_labels(*read_fasta(path, unknown)[:3], label_names)
   if not os.path.exists(path):
     raise DataError(f"{path}: no such file")
   opener = gzip.open if path.endswith(".gz") else open
@@ -357,12 +390,7 @@ def read_sequence_records(path: str, unknown: str = "x",
   first = next((l for l in text.splitlines() if l.strip()), "")
   if stem.lower().endswith((".fasta", ".fa", ".faa", ".fas")) or \
       first.startswith(">"):
-    ids, descs, seqs, _ = parse_fasta(text, path, unknown)
-    labels = names = None
-    if label_names and all(d in label_names for d in descs):
-      names = list(label_names)
-      labels = np.asarray([names.index(d) for d in descs], np.int32)
-    return ids, seqs, labels, names
+    return _fasta_labels(*parse_fasta(text, path, unknown)[:3], label_names)
   delim = "\t" if stem.lower().endswith(".tsv") else ","
   reader = csv.reader(io.StringIO(text), delimiter=delim)
   header = next(reader, None)
@@ -407,3 +435,13 @@ def read_sequence_records(path: str, unknown: str = "x",
            else found)
   return ids, seqs, np.asarray([names.index(c) for _, c in cells],
                                np.int32), names
+
+
+def _fasta_labels(ids, descs, seqs, label_names):
+  """FASTA records for embedding: the description is the label when every
+  description is one of ``label_names`` (the DeepLoc layout)."""
+  labels = names = None
+  if label_names and all(d in label_names for d in descs):
+    names = list(label_names)
+    labels = np.asarray([names.index(d) for d in descs], np.int32)
+  return ids, seqs, labels, names

@@ -465,6 +465,25 @@ class ArrayRecordSource:
     """The stored record (image bytes not decoded)."""
     return unpack_record(self._src[int(i)])
 
+  def raw_records(self, rows: Sequence[int]) -> list[dict]:
+    """The stored records ``rows`` in one batched read (not decoded); an
+    unreadable one is a DataError naming it."""
+    rows = [int(r) for r in rows]
+    try:
+      raw = self._src.__getitems__(rows)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f"{self.path}[{self.split}:{rows[0]}..{rows[-1]}]: "
+                      f"cannot read records ({type(e).__name__}: {e})"
+                      ) from e
+    out = []
+    for r, b in zip(rows, raw):
+      try:
+        out.append(unpack_record(b))
+      except Exception as e:  # pylint: disable=broad-except
+        raise DataError(f"{self.describe(r)}: cannot read record "
+                        f"({type(e).__name__}: {e})") from e
+    return out
+
   def __getitem__(self, i: int) -> dict:
     try:
       rec = unpack_record(self._src[int(i)])
@@ -526,6 +545,14 @@ class TfdsSource:
 
   def __getitem__(self, i: int) -> dict:
     return dict(self._open()[int(i)])
+
+  def read_many(self, rows: Sequence[int]) -> list[dict]:
+    """Records ``rows`` in one batched read (``__getitems__``)."""
+    src = self._open()
+    rows = [int(r) for r in rows]
+    many = getattr(src, "__getitems__", None)
+    return [dict(r) for r in (many(rows) if many else map(src.__getitem__,
+                                                           rows))]
 
 
 # -------------------------------------------------------------------- npz --

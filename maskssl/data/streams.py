@@ -11,22 +11,27 @@ same as loading the file whole (HIGGS: z-score statistics accumulated in
 float64 in one pass over the file instead of numpy's pairwise sum over the
 loaded array, equal to ~1e-15 relative).
 
-* ``higgs``: ``data.path`` CSV / CSV.gz rows, or a directory converted
-  from one by ``python -m maskssl.data.convert`` (header, ``label_column``,
-  ``max_rows``, ``test_size`` / ``val_size`` / ``train_pool_size``,
-  ``pretrain_extra``, ``test_path``, ``feature_norm`` as in
-  :mod:`maskssl.data.tabular`); the evaluation splits are read from the
-  file by row too. Rows that are malformed (column count, non-numeric,
+* ``higgs``: ``data.path`` CSV / CSV.gz rows, a directory converted
+  from one by ``python -m maskssl.data.convert``, or, without a path and
+  with ``data.source="tfds"``, TFDS ``higgs`` through ``tfds.data_source``
+  (``data.tfds_data_dir``; ``data.in_memory=True`` loads it whole instead)
+  (header, ``label_column``, ``max_rows``, ``test_size`` / ``val_size`` /
+  ``train_pool_size``, ``pretrain_extra``, ``test_path``, ``feature_norm``
+  as in :mod:`maskssl.data.tabular`); the evaluation splits are read from
+  the file by row too. Rows that are malformed (column count, non-numeric,
   non-finite, label not 0/1) are an error naming file and line, or with
   ``data.bad_records="skip"`` dropped with a counted warning naming them.
 * ``moleculenet`` pretraining: the ``data.corpus`` files (one SMILES per
   line, first field, or a CSV column; ``corpus_max`` seeded sample;
   evaluated molecules removed; as :mod:`maskssl.data.molecules` reads
   them), packed (``data.pack``) exactly as :func:`maskssl.data.tokenizer.
-  pack` packs them.
+  pack` packs them. A corpus entry may be a directory converted by
+  ``python -m maskssl.data.convert`` (``{"smiles"}`` records, always read
+  by record): the same rows as the file it came from.
 * ``proteins`` pretraining: ``data.path`` FASTA records (letters upper-
   cased, ``*`` dropped, unknown letters -> ``X`` or an error as
-  ``data.unknown``); duplicate IDs are not checked here.
+  ``data.unknown``), or a converted directory of them (always read by
+  record); duplicate IDs are not checked here.
 """
 from __future__ import annotations
 
@@ -201,34 +206,35 @@ class _Table:
     return self.shift + mean, np.sqrt(var)
 
 
-class _RecordTable(_Table):
-  """A table converted by ``python -m maskssl.data.convert`` (records
-  ``{"x": float32 features, "label"}``): the same interface as _Table."""
+class _RowsTable(_Table):
+  """A table read by record (converted shards, TFDS ``higgs``): validated in
+  one pass (a record that is not ``num_features`` finite features and a 0/1
+  label is an error naming it, or skipped with a counted warning), z-score
+  sums kept; the same interface as _Table. Subclasses set ``path`` and read
+  ``(features, label)`` pairs of raw rows with ``_fetch``."""
 
-  def __init__(self, path: str, max_rows: int, bad_records: str,
-               num_features: int):  # pylint: disable=super-init-not-called
-    self.path, self.label_column = path, "records"
-    self.src = records.ArrayRecordSource(path)
-    n = min(len(self.src), max_rows) if max_rows else len(self.src)
+  label_column = "records"
+
+  def _validate(self, n: int, bad_records: str, num_features: int,
+                chunk: int = 4096):
     keep = np.ones(n, bool)
     labels = np.zeros(n, np.int8)
     self.shift, self.s1, self.s2 = None, np.zeros(num_features), np.zeros(
         num_features)
+    self.rows_ = None
     bad = []
-    for s in range(0, n, 4096):
-      rows = range(s, min(n, s + 4096))
-      recs = [records.unpack_record(b) for b in
-              self.src._src.__getitems__(list(rows))]  # pylint: disable=protected-access
-      for r, rec in zip(rows, recs):
-        x, y = np.asarray(rec.get("x", ())), rec.get("label")
+    for s in range(0, n, chunk):
+      rows = range(s, min(n, s + chunk))
+      for r, (x, y) in zip(rows, self._fetch(rows)):
+        x = np.asarray(x)
         msg = (f"expected {num_features} features, found {x.size}"
                if x.size != num_features else "non-finite value"
                if not np.isfinite(x).all() else f"label is {y!r}, not 0/1"
                if y not in (0, 1, 0.0, 1.0) else None)
         if msg:
           if bad_records == "error":
-            raise DataError(f"{self.describe(r)}: {msg}")
-          bad.append(f"{self.describe(r)}: {msg}")
+            raise DataError(f"{self.describe_raw(r)}: {msg}")
+          bad.append(f"{self.describe_raw(r)}: {msg}")
           keep[r] = False
           continue
         labels[r] = int(y)
@@ -238,36 +244,84 @@ class _RecordTable(_Table):
         d = x64 - self.shift
         self.s1 += d
         self.s2 += d * d
-    _warn_skipped(bad, path)
+    _warn_skipped(bad, self.path)
     self.skipped = len(bad)
     self.rows_ = np.flatnonzero(keep) if not keep.all() else None
     self.labels = labels[keep] if self.rows_ is not None else labels
     self._n = int(keep.sum())
     if not self._n:
-      raise DataError(f"{path}: no data rows")
+      raise DataError(f"{self.path}: no data rows")
     if self.shift is None:
       self.shift = np.zeros(num_features)
+
+  def _fetch(self, rows) -> list:
+    raise NotImplementedError
+
+  def describe_raw(self, r: int) -> str:
+    return self.src.describe(int(r))
 
   def __len__(self):
     return self._n
 
+  def _raw(self, rows) -> np.ndarray:
+    rows = np.asarray(rows, np.int64)
+    return self.rows_[rows] if self.rows_ is not None else rows
+
   def describe(self, r: int) -> str:
-    return self.src.describe(int(r))
+    return self.describe_raw(int(self._raw([int(r)])[0]))
 
   def features(self, rows, label_column=None) -> np.ndarray:
-    rows = np.asarray(rows, np.int64)
-    if self.rows_ is not None:
-      rows = self.rows_[rows]
-    recs = self.src._src.__getitems__(rows.tolist())  # pylint: disable=protected-access
-    return np.stack([np.asarray(records.unpack_record(b)["x"], np.float32)
-                     for b in recs]) if len(rows) else np.zeros(
-                         (0, len(self.shift)), np.float32)
+    rows = self._raw(rows)
+    if not len(rows):
+      return np.zeros((0, len(self.shift)), np.float32)
+    return np.stack([np.asarray(x, np.float32).reshape(-1)
+                     for x, _ in self._fetch(rows.tolist())])
+
+
+class _RecordTable(_RowsTable):
+  """A table converted by ``python -m maskssl.data.convert`` (records
+  ``{"x": float32 features, "label"}``)."""
+
+  def __init__(self, path: str, max_rows: int, bad_records: str,
+               num_features: int):  # pylint: disable=super-init-not-called
+    self.path = path
+    self.src = records.ArrayRecordSource(path)
+    n = min(len(self.src), max_rows) if max_rows else len(self.src)
+    self._validate(n, bad_records, num_features)
+
+  def _fetch(self, rows) -> list:
+    return [(rec.get("x", ()), rec.get("label"))
+            for rec in self.src.raw_records(list(rows))]
+
+
+TFDS_HIGGS = "tfds:higgs"
+
+
+class _TfdsTable(_RowsTable):
+  """TFDS ``higgs`` by row through ``tfds.data_source`` (prepared in
+  array_record format; random access, as the TFDS image sets) instead of
+  loading its 11 M rows: features ``HIGGS_COLUMNS`` as float32 and
+  ``class_label``, as :func:`maskssl.data.tabular._tfds` reads them."""
+
+  def __init__(self, data_dir: str, max_rows: int, bad_records: str,
+               num_features: int):  # pylint: disable=super-init-not-called
+    self.src = records.TfdsSource("higgs", "train", data_dir)
+    self.path = self.src.meta["source"]
+    n = min(len(self.src), max_rows) if max_rows else len(self.src)
+    self._validate(n, bad_records, num_features, chunk=65536)
+
+  def _fetch(self, rows) -> list:
+    from maskssl.data.tabular import HIGGS_COLUMNS  # pylint: disable=import-outside-toplevel
+    return [(np.array([rec[c] for c in HIGGS_COLUMNS], np.float32),
+             rec["class_label"]) for rec in self.src.read_many(list(rows))]
 
 
 @functools.lru_cache(maxsize=4)
 def _table(key: tuple, label_column: str, max_rows: int, bad_records: str,
            cache: str) -> _Table:
   from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
+  if key[0] == TFDS_HIGGS:
+    return _TfdsTable(key[1], max_rows, bad_records, tabular.NUM_FEATURES)
   if records.is_records_dir(key[0]):
     return _RecordTable(key[0], max_rows, bad_records, tabular.NUM_FEATURES)
   return _Table(key[0], label_column, max_rows, bad_records, cache,
@@ -331,10 +385,16 @@ def _higgs_arrays(feats, labels, mean, std) -> dict:
               label=np.asarray(labels, np.int32))
 
 
+def _higgs_tfds(cfg) -> bool:
+  return not _get(cfg, "path", "") and _get(cfg, "source", "") == "tfds"
+
+
 def _higgs_streaming(cfg) -> bool:
   path = _get(cfg, "path", "")
   if records.is_records_dir(path):   # converted: always read by record
     return True
+  if _higgs_tfds(cfg):   # TFDS data_source: by row unless in_memory=True
+    return records.file_backed(cfg, auto=True)
   return bool(path) and records.file_backed(cfg, auto=records.big_file(
       cfg, path))
 
@@ -345,7 +405,7 @@ def _higgs_parts(key: tuple):
   cfg = dict(key)
   from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
   path = cfg["path"]
-  table = _table(_stat_key(path), cfg["label_column"], cfg["max_rows"],
+  table = _table(cfg["stat"], cfg["label_column"], cfg["max_rows"],
                  cfg["bad_records"], cfg["cache"])
   test_path = cfg["test_path"]
   parts = tabular.held_parts(cfg, len(table), own_test=not test_path)
@@ -389,7 +449,9 @@ def _higgs_key(cfg) -> tuple:
       val_size=int(g("val_size")), split_seed=int(g("split_seed")),
       train_pool_size=int(g("train_pool_size")),
       test_path=g("test_path") or "", pretrain_extra=g("pretrain_extra") or "",
-      feature_norm=g("feature_norm"), stat=_stat_key(g("path"))).items()))
+      feature_norm=g("feature_norm"),
+      stat=((TFDS_HIGGS, g("tfds_data_dir") or "") if _higgs_tfds(cfg)
+            else _stat_key(g("path")))).items()))
 
 
 def higgs_source(cfg, split: str):
@@ -418,26 +480,171 @@ def _cells(line: str) -> list[str]:
   return line.split(",") if '"' not in line else next(csv.reader([line]))
 
 
+def _scan_smiles(path, lines, column, exclude):
+  """As molecules.read_smiles_file: CSV mode when the first non-blank
+  line names the column (default ``smiles``, any case), else the first
+  field of each line that is not blank or a ``#`` comment."""
+  n = len(lines)
+  keep = np.zeros(n, bool)
+  nbytes = np.zeros(n, np.int64)
+  out = np.zeros(n, bool)
+  col = None
+  want = (column or "smiles").lower()
+  first = True
+  for s, chunk in lines.chunks():
+    for k, raw in enumerate(chunk):
+      j = s + k
+      text = raw.decode("utf-8", "replace")
+      if first and text.strip():
+        first = False
+        cells = [c.strip().lower() for c in next(csv.reader([text]))]
+        if want in cells:
+          col = cells.index(want)
+        elif column:
+          raise DataError(f"{path}:1: no {column!r} column in header "
+                          f"{cells} (data.corpus_column)")
+      if col is not None:
+        if lines.lineno(j) == 1:
+          continue
+        row = _cells(text)
+        if not row or all(not c.strip() for c in row):
+          continue
+        if len(row) <= col:
+          raise DataError(f"{path}:{lines.lineno(j)}: no {want!r} column "
+                          "value")
+        field = row[col].strip()
+      else:
+        if not text.strip() or text.lstrip().startswith("#"):
+          continue
+        field = text.split()[0]
+      if not field:
+        continue
+      keep[j] = True
+      nbytes[j] = len(field.encode("utf-8"))
+      out[j] = field in exclude
+  return col, keep, nbytes, out
+
+
+class _SmilesText:
+  """The corpus SMILES of one text file (:func:`_scan_smiles` rules),
+  indexed by line: ``nbytes`` / ``excluded`` per kept SMILES."""
+
+  def __init__(self, path: str, column: str, exclude: frozenset, cache: str):
+    self.path = path
+    self.lines = records.LineIndex(records.seekable(path, cache))
+    self.col, keep, nbytes, out = _scan_smiles(path, self.lines, column,
+                                               exclude)
+    self.lines.select(keep)
+    self.nbytes, self.excluded = nbytes[keep], out[keep]
+
+  def __len__(self):
+    return len(self.lines)
+
+  def where(self, k: int) -> str:
+    return f"{self.path}:{self.lines.lineno(int(k))}"
+
+  def smiles(self, k: int) -> str:
+    raw = self.lines.line(int(k))
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise DataError(f"{self.where(k)}: not UTF-8 ({e})") from None
+    if self.col is not None:
+      return _cells(text)[self.col].strip()
+    return text.split()[0]
+
+
+def converted_records(path: str, kind: str, what: str
+                      ) -> records.ArrayRecordSource:
+  """The records of a converted directory, which must hold ``kind``."""
+  src = records.ArrayRecordSource(path)
+  got = src.meta.get("kind")
+  if got != kind:
+    raise DataError(f"{path}: converted {got!r} records, not {kind!r} "
+                    f"({what}; convert with python -m maskssl.data.convert "
+                    f"--kind={kind})")
+  return src
+
+
+def _record_field(src, rows, field: str) -> list:
+  """``field`` (a string) of records ``rows`` of an ArrayRecordSource."""
+  rows = list(rows)
+  out = []
+  for r, rec in zip(rows, src.raw_records(rows)):
+    v = rec.get(field)
+    if not isinstance(v, str):
+      raise DataError(f"{src.describe(r)}: {field!r} is "
+                      f"{type(v).__name__}, not a string")
+    out.append(v)
+  return out
+
+
+class SmilesRecords:
+  """The SMILES of a directory converted by ``python -m maskssl.data.convert``
+  (records ``{"smiles"}``, written by the reader's own rules): scanned once
+  for the byte lengths and the excluded molecules, read by record."""
+
+  def __init__(self, path: str, column: str, exclude: frozenset):
+    self.path = path
+    self.src = converted_records(path, "smiles", "data.corpus")
+    conv = str(self.src.meta.get("smiles_column", "") or "")
+    if column and column.lower() != (conv or "smiles").lower():
+      raise DataError(f"{path}: converted from column {conv or 'smiles'!r}, "
+                      f"not data.corpus_column={column!r} (convert again "
+                      f"with --smiles_column={column})")
+    n = len(self.src)
+    keep = np.ones(n, bool)
+    nbytes = np.zeros(n, np.int64)
+    out = np.zeros(n, bool)
+    for s in range(0, n, 4096):
+      for k, smi in enumerate(_record_field(
+          self.src, range(s, min(n, s + 4096)), "smiles")):
+        keep[s + k] = bool(smi)
+        nbytes[s + k] = len(smi.encode("utf-8"))
+        out[s + k] = smi in exclude
+    self.rows_ = np.flatnonzero(keep) if not keep.all() else None
+    self.nbytes, self.excluded = nbytes[keep], out[keep]
+
+  def __len__(self):
+    return len(self.nbytes)
+
+  def _row(self, k: int) -> int:
+    return int(self.rows_[k]) if self.rows_ is not None else int(k)
+
+  def where(self, k: int) -> str:
+    return self.src.describe(self._row(k))
+
+  def smiles(self, k: int) -> str:
+    return _record_field(self.src, [self._row(k)], "smiles")[0]
+
+  def all_smiles(self) -> list[str]:
+    """Every kept SMILES, in order (the in-memory corpus)."""
+    rows = self.rows_ if self.rows_ is not None else np.arange(len(self))
+    out = []
+    for s in range(0, len(rows), 4096):
+      out += _record_field(self.src, rows[s:s + 4096], "smiles")
+    return out
+
+
 class SmilesRows:
   """The pretraining corpus of :mod:`maskssl.data.molecules` (``data.corpus``
-  files: one SMILES per line, first field, or a CSV column; ``corpus_max``
-  seeded sample; eval molecules removed), packed (or one per row) exactly
-  as ``molecules.load_split`` packs them, tokenized on read."""
+  files: one SMILES per line, first field, or a CSV column, or directories
+  of converted ``{"smiles"}`` records; ``corpus_max`` seeded sample; eval
+  molecules removed), packed (or one per row) exactly as
+  ``molecules.load_split`` packs them, tokenized on read."""
 
   def __init__(self, paths: Sequence[str], column: str, max_len: int,
                pack: bool, corpus_max: int, exclude: frozenset,
                limit: int, cache: str):
     self.max_len = max_len
-    self.files, self.cols, parts = [], [], []
+    self.files, parts = [], []
     for fi, path in enumerate(paths):
-      lines = records.LineIndex(records.seekable(path, cache))
-      col, keep, nbytes, out = self._scan(path, lines, column, exclude)
-      lines.select(keep)
-      self.files.append((path, lines))
-      self.cols.append(col)
-      parts.append((np.full(len(lines), fi, np.int16),
-                    np.arange(len(lines), dtype=np.int64), nbytes[keep],
-                    out[keep]))
+      f = (SmilesRecords(path, column, exclude)
+           if records.is_records_dir(path)
+           else _SmilesText(path, column, exclude, cache))
+      self.files.append(f)
+      parts.append((np.full(len(f), fi, np.int16),
+                    np.arange(len(f), dtype=np.int64), f.nbytes, f.excluded))
     fid = np.concatenate([p[0] for p in parts])
     pos = np.concatenate([p[1] for p in parts])
     nbytes = np.concatenate([p[2] for p in parts])
@@ -471,73 +678,17 @@ class SmilesRows:
                      max_len=max_len, num_smiles=int(len(self.fid)),
                      packed=pack, file_backed=True, source=",".join(paths))
 
-  @staticmethod
-  def _scan(path, lines, column, exclude):
-    """As molecules.read_smiles_file: CSV mode when the first non-blank
-    line names the column (default ``smiles``, any case), else the first
-    field of each line that is not blank or a ``#`` comment."""
-    n = len(lines)
-    keep = np.zeros(n, bool)
-    nbytes = np.zeros(n, np.int64)
-    out = np.zeros(n, bool)
-    col = None
-    want = (column or "smiles").lower()
-    first = True
-    for s, chunk in lines.chunks():
-      for k, raw in enumerate(chunk):
-        j = s + k
-        text = raw.decode("utf-8", "replace")
-        if first and text.strip():
-          first = False
-          cells = [c.strip().lower() for c in next(csv.reader([text]))]
-          if want in cells:
-            col = cells.index(want)
-          elif column:
-            raise DataError(f"{path}:1: no {column!r} column in header "
-                            f"{cells} (data.corpus_column)")
-        if col is not None:
-          if lines.lineno(j) == 1:
-            continue
-          row = _cells(text)
-          if not row or all(not c.strip() for c in row):
-            continue
-          if len(row) <= col:
-            raise DataError(f"{path}:{lines.lineno(j)}: no {want!r} column "
-                            "value")
-          field = row[col].strip()
-        else:
-          if not text.strip() or text.lstrip().startswith("#"):
-            continue
-          field = text.split()[0]
-        if not field:
-          continue
-        keep[j] = True
-        nbytes[j] = len(field.encode("utf-8"))
-        out[j] = field in exclude
-    return col, keep, nbytes, out
-
   def __len__(self):
     return self.rows
 
-  def _where(self, j: int) -> tuple[str, int]:
-    path, lines = self.files[int(self.fid[j])]
-    return path, lines.lineno(int(self.pos[j]))
+  def _where(self, j: int) -> str:
+    return self.files[int(self.fid[j])].where(int(self.pos[j]))
 
   def describe(self, i: int) -> str:
-    path, line = self._where(int(self.bounds[int(i)]))
-    return f"{path}:{line}"
+    return self._where(int(self.bounds[int(i)]))
 
   def smiles(self, j: int) -> str:
-    f = int(self.fid[j])
-    raw = self.files[f][1].line(int(self.pos[j]))
-    try:
-      text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-      path, line = self._where(j)
-      raise DataError(f"{path}:{line}: not UTF-8 ({e})") from None
-    if self.cols[f] is not None:
-      return _cells(text)[self.cols[f]].strip()
-    return text.split()[0]
+    return self.files[int(self.fid[j])].smiles(int(self.pos[j]))
 
   def __getitem__(self, i: int) -> dict:
     i = int(i)
@@ -550,8 +701,25 @@ class SmilesRows:
 
 
 # ------------------------------------------------------------------ FASTA --
+def clean_sequence(seq: str, unknown: str, where: str) -> str:
+  """A FASTA sequence (letters already upper-cased, ``*`` dropped) checked
+  as :func:`maskssl.data.proteins.parse_fasta` checks it: empty is an
+  error, unknown letters -> ``X`` (``unknown="x"``) or an error."""
+  from maskssl.data.proteins import AMINO  # pylint: disable=import-outside-toplevel
+  if not seq:
+    raise DataError(f"{where}: record has an empty sequence")
+  bad = set(seq) - set(AMINO)
+  if bad:
+    if unknown == "error":
+      raise DataError(f"{where}: unknown residue letter {sorted(bad)[0]!r}")
+    seq = "".join(ch if ch in AMINO else "X" for ch in seq)
+  return seq
+
+
 class FastaRows:
-  """FASTA records of a file, tokenized on read (not packed)."""
+  """FASTA records of a file, or of a directory converted by ``python -m
+  maskssl.data.convert`` (records ``{"id", "description", "sequence"}``),
+  tokenized on read (not packed)."""
 
   def __init__(self, path: str, max_len: int, unknown: str, limit: int,
                cache: str):
@@ -559,9 +727,15 @@ class FastaRows:
       raise DataError(f"unknown-letter policy must be 'x' or 'error', got "
                       f"{unknown!r}")
     self.path, self.max_len, self.unknown = path, max_len, unknown
-    self.lines, self.heads, self.counts = records.fasta_index(
-        records.seekable(path, cache))
-    self.rows = min(len(self.heads), limit) if limit else len(self.heads)
+    self.src = None
+    if records.is_records_dir(path):
+      self.src = converted_records(path, "fasta", "data.path")
+      n = len(self.src)
+    else:
+      self.lines, self.heads, self.counts = records.fasta_index(
+          records.seekable(path, cache))
+      n = len(self.heads)
+    self.rows = min(n, limit) if limit else n
     self.meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
                      max_len=max_len, source=path, file_backed=True)
 
@@ -569,10 +743,14 @@ class FastaRows:
     return self.rows
 
   def describe(self, i: int) -> str:
+    if self.src is not None:
+      return self.src.describe(int(i))
     return f"{self.path}:{self.lines.lineno(int(self.heads[int(i)]))}"
 
   def sequence(self, i: int) -> str:
-    from maskssl.data.proteins import AMINO  # pylint: disable=import-outside-toplevel
+    if self.src is not None:
+      return clean_sequence(_record_field(self.src, [int(i)], "sequence")[0],
+                            self.unknown, self.describe(i))
     h, c = int(self.heads[i]), int(self.counts[i])
     parts = []
     for j in range(h + 1, h + c):
@@ -580,16 +758,7 @@ class FastaRows:
       if not line or line.startswith(";"):
         continue
       parts.append("".join(line.split()).upper().rstrip("*"))
-    seq = "".join(parts)
-    if not seq:
-      raise DataError(f"{self.describe(i)}: record has an empty sequence")
-    bad = set(seq) - set(AMINO)
-    if bad:
-      if self.unknown == "error":
-        raise DataError(f"{self.describe(i)}: unknown residue letter "
-                        f"{sorted(bad)[0]!r}")
-      seq = "".join(ch if ch in AMINO else "X" for ch in seq)
-    return seq
+    return clean_sequence("".join(parts), self.unknown, self.describe(i))
 
   def __getitem__(self, i: int) -> dict:
     tokens, valid = tokenizer.encode([self.sequence(int(i))], self.max_len)
@@ -608,8 +777,9 @@ def load_source(cfg, split: str):
   if name == "moleculenet":
     corpus = [p.strip() for p in str(_get(cfg, "corpus", "") or "").split(
         ",") if p.strip()]
-    if not corpus or not records.file_backed(
-        cfg, auto=records.big_file(cfg, *corpus)):
+    # converted directories are always read by record (like HIGGS shards)
+    if not corpus or not records.file_backed(cfg, auto=records.big_file(
+        cfg, *corpus) or any(map(records.is_records_dir, corpus))):
       return None
     from maskssl.data import molecules  # pylint: disable=import-outside-toplevel
     exclude = frozenset(molecules._eval_smiles(cfg) if _get(  # pylint: disable=protected-access
@@ -622,8 +792,8 @@ def load_source(cfg, split: str):
                      records.cache_dir(cfg))
     src.meta["task_name"] = _get(cfg, "task", "bbbp")
     return src
-  if not path or not records.file_backed(
-      cfg, auto=records.big_file(cfg, path)):
+  if not path or not records.file_backed(cfg, auto=records.big_file(
+      cfg, path) or records.is_records_dir(path)):
     return None
   if name == "proteins":
     return FastaRows(path, int(_get(cfg, "max_len", 1024)),
