@@ -18,6 +18,7 @@ Your own assay table: --config.data.task=classification|regression
   python -m maskssl.main --config=configs/sma_molecule.py:quick
   python -m maskssl.main --config=configs/sma_molecule.py:cpu   # MOSES
   # random-mask baseline: --config.mask.mask_mode=random
+  python benchmarks/reproduce_sma.py --domain=molecule  # all arms, 3 seeds
 Variants: quick, cpu, reference (spec sizes, for accelerators).
 """
 import ml_collections

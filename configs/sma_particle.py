@@ -8,8 +8,9 @@ z-scored scalar tokens. Full data: --config.data.source=tfds or
 
   python -m maskssl.main --config=configs/sma_particle.py:quick   # ~3 min
   python -m maskssl.main --config=configs/sma_particle.py         # default
-  python benchmarks/reproduce_sma_higgs.py      # :cpu, sma / random_mask /
-      # scratch x 3 seeds -> benchmarks/results/reproduce_sma_higgs_*.json
+  python benchmarks/reproduce_sma.py --domain=particle  # :cpu, sma /
+      # random_mask / scratch x 3 fine-tune seeds -> benchmarks/results/
+      # reproduce_sma_higgs_n{100,1000}.json
 Variants (comma-joined): quick, cpu (6,000 pretraining steps), short_ft (the
 earlier 300-step lr 5e-4 cosine fine-tune instead of the reference recipe).
 

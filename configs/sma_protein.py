@@ -17,6 +17,7 @@ sequences are cropped to ``max_len - 1`` residues (counted, reported).
   python -m maskssl.main --config=configs/sma_protein.py:quick
   python -m maskssl.main --config=configs/sma_protein.py:cpu
   # random-mask baseline: --config.mask.mask_mode=random
+  python benchmarks/reproduce_sma.py --domain=protein  # all arms, 3 seeds
 Variants: quick, cpu, reference (spec sizes, for accelerators).
 """
 import os
