@@ -196,3 +196,34 @@ def test_same_seed_same_batches_and_sources_pickle(tmp_path):
       np.testing.assert_array_equal(a["tokens"], b["tokens"])
     other = grain_source.BatchLoader(src, 4, 12, 12).steps[0]["tokens"]
     assert not np.array_equal(other, runs[0][0]["tokens"])
+
+
+def test_cifar_tar_eval_split_decodes_only_itself(tmp_path, monkeypatch):
+  import io
+  import tarfile
+  from PIL import Image
+  from maskssl.data import cifar
+  tar = str(tmp_path / "t.tar")
+  rs = np.random.RandomState(1)
+  with tarfile.open(tar, "w") as tf:   # train/ only: test_size held out
+    for i in range(40):
+      buf = io.BytesIO()
+      Image.fromarray(rs.randint(0, 256, (8, 8, 3)).astype(np.uint8)).save(
+          buf, format="PNG")
+      info = tarfile.TarInfo(f"train/{cifar.LABEL_NAMES[i % 4]}/{i:02d}.png")
+      info.size = len(buf.getvalue())
+      tf.addfile(info, io.BytesIO(buf.getvalue()))
+  cfg = cifar.default_config(path=tar, test_size=8)
+  tr_x, tr_y, te_x, te_y, _ = cifar.load_arrays(cfg)   # both, as before
+  decoded = []
+  read = records.ImageFiles.__getitem__
+  monkeypatch.setattr(records.ImageFiles, "__getitem__",
+                      lambda self, i: (decoded.append(i), read(self, i))[1])
+  test = cifar.load_split(cfg, "test")
+  assert len(decoded) == 8
+  np.testing.assert_array_equal(test.arrays["image"], te_x)
+  np.testing.assert_array_equal(test.arrays["label"], te_y)
+  train = cifar.load_split(cfg, "train")
+  assert len(decoded) == 40
+  np.testing.assert_array_equal(train.arrays["image"], tr_x)
+  assert test.meta["num_classes"] == train.meta["num_classes"] == 10

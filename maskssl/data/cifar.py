@@ -224,14 +224,18 @@ def load_source(data_config, split: str):
   return train
 
 
-def load_arrays(cfg):
-  """(train_images, train_labels, test_images, test_labels, label_names)."""
+def load_arrays(cfg, splits=("train", "test")):
+  """(train_images, train_labels, test_images, test_labels, label_names);
+  tar / converted data decode only ``splits`` (the other arrays come back
+  empty): an evaluation split does not decode the other one."""
   source, path = _resolve_source(cfg)
   names = LABEL_NAMES
   if source in ("tar", "array_record"):
     train, test, names = _file_sources(cfg, source, path)
-    tr = records.read_all(train, path)
-    te = records.read_all(test, path)
+    none = dict(image=np.zeros((0, 0, 0, 3), np.uint8),
+                label=np.zeros(0, np.int32))
+    tr = records.read_all(train, path) if "train" in splits else none
+    te = records.read_all(test, path) if "test" in splits else none
     return (tr["image"], tr["label"], te["image"], te["label"], names)
   if source == "embedded":
     tr_x, tr_y, te_x, te_y = _embedded()
@@ -257,7 +261,8 @@ def load_split(data_config, split: str) -> ArrayDataset:
   """One split as an :class:`ArrayDataset` with ``image`` and ``label``."""
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
-  tr_x, tr_y, te_x, te_y, names = load_arrays(data_config)
+  tr_x, tr_y, te_x, te_y, names = load_arrays(
+      data_config, ("test",) if split == "test" else ("train",))
   max_train = int(_get(data_config, "max_train", 0) or 0)
   max_test = int(_get(data_config, "max_test", 0) or 0)
   if max_train:
