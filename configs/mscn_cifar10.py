@@ -148,9 +148,11 @@ def get_config(arg=None):
 
   c.evals = ml_collections.ConfigDict()
   # every=N (> 0) also runs an evaluator every N pretraining steps
-  c.evals.knn = dict(type="knn", k=20, temperature=0.07,   # spec 6 [A]
+  # (every_epochs=N: every N epochs). kNN monitor: the solo-learn / InstDisc
+  # weighted vote, k=20, cosine, exp(sim / 0.07) [A]
+  c.evals.knn = dict(type="knn", k=20, temperature=0.07, bank="current",
                      bank_split="train", test_split="test",
-                     encode_batch_size=256, every=0)
+                     encode_batch_size=256, every=0, every_epochs=0)
   # Linear probe, VICReg protocol (spec 6 [A, O]): frozen eval-mode
   # backbone (HPF at eval), a plain Linear on the pooled features (no BN),
   # RandomResizedCrop(32) + flip per epoch, 100 epochs of SGD momentum 0.9,

@@ -22,7 +22,7 @@ from maskssl import parallel
 from maskssl import train as train_lib
 from maskssl.config_utils import ConfigError
 from maskssl.data import load_source
-from maskssl.data.base import DataError
+from maskssl.data.base import DataError, steps_per_epoch
 from maskssl.data.grain_source import InputWorkerError
 from maskssl.evaluators import check_eval_config, make_evaluator
 from maskssl.methods import _REGISTRY as METHODS
@@ -107,63 +107,131 @@ def _with_total_steps(config, total: int):
   return config
 
 
-def _run_eval(name, evaluator, state, workdir, writer, step) -> dict:
+def _run_eval(name, evaluator, state, workdir, writer, step, spe=None,
+              summarize=None) -> dict:
   """One evaluator on ``state``; it writes under
   ``<workdir>/eval/step<step>/<name>/`` so results of different checkpoints
-  never mix (finished sub-runs there are reused on restart)."""
+  never mix (finished sub-runs there are reused on restart). ``spe``
+  (pretraining steps per epoch) adds ``epoch`` to the logged line;
+  ``summarize(out) -> out`` adds the best-over-the-run keys before logging."""
   t0 = time.perf_counter()
   out = evaluator.run(state, os.path.join(workdir, "eval", f"step{step}",
                                           name))
   out = {k: float(v) for k, v in out.items()}
-  writer.write(step, dict(out, seconds=time.perf_counter() - t0),
+  if summarize is not None:
+    out = summarize(out)
+  line = dict(out, epoch=step / spe) if spe else dict(out)
+  writer.write(step, dict(line, seconds=time.perf_counter() - t0),
                stage=f"eval/{name}")
   return out
 
 
-def _online_hooks(config, evaluators, workdir, writer, history):
-  """``(every, fn)`` train-loop hooks for ``config.evals.<name>.every > 0``:
-  the evaluator also runs during pretraining (the final step is left to the
-  evaluation after training). Results land in ``history[name]``."""
+def _period(ecfg, spe) -> int:
+  """Steps between online runs of an evaluator: ``every`` (steps) or
+  ``every_epochs`` x steps per epoch of the pretraining split (0: none)."""
+  epochs = float(ecfg.get("every_epochs", 0) or 0)
+  if epochs > 0 and spe:
+    return max(1, int(round(epochs * spe)))
+  return int(ecfg.get("every", 0) or 0)
+
+
+def _online_hooks(config, evaluators, workdir, writer, history, spe=None):
+  """``(every, fn)`` train-loop hooks for ``config.evals.<name>.every > 0``
+  (or ``every_epochs``, with ``spe`` steps per epoch): the evaluator also
+  runs during pretraining (the final step is left to the evaluation after
+  training). Results land in ``history[name]``."""
   hooks = []
   for name, ecfg in _enabled_evals(config):
-    every = int(ecfg.get("every", 0) or 0)
+    every = _period(ecfg, spe)
     if every <= 0:
       continue
 
     def fn(step, state, name=name):
       if step >= _total(config):
         return {}
-      out = _run_eval(name, evaluators[name], state, workdir, writer, step)
+      out = _run_eval(name, evaluators[name], state, workdir, writer, step,
+                      spe)
       history.setdefault(name, []).append((step, out))
       return {}
     hooks.append((every, fn))
   return hooks
 
 
+_LINE_KEYS = ("step", "stage", "time", "seconds", "epoch")
+
+
+def _logged_evals(workdir) -> dict:
+  """``{name: {step: out}}`` from the ``eval/<name>`` lines already in
+  ``<workdir>/metrics.jsonl`` (a resumed run appends to it)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  out: dict = {}
+  with open(path) as f:
+    for raw in f:
+      try:     # a killed attempt may have left a torn last line
+        line = json.loads(raw)
+      except ValueError:
+        continue
+      stage = str(line.get("stage", "")) if isinstance(line, dict) else ""
+      if not stage.startswith("eval/") or "step" not in line:
+        continue
+      out.setdefault(stage[5:], {})[int(line["step"])] = {
+          k: v for k, v in line.items() if k not in _LINE_KEYS}
+  return out
+
+
+def _resumed_history(config, history, logged, start, spe):
+  """Put the online evaluations of the steps before a resume (logged by the
+  earlier attempt, at most its checkpoint step ``start``) back into
+  ``history``, so the best value / step covers the whole run. Only steps on
+  the evaluator's period count (an evaluate-only run of another checkpoint
+  writes the same stage)."""
+  for name, ecfg in _enabled_evals(config):
+    every = _period(ecfg, spe)
+    if every <= 0 or name not in logged:
+      continue
+    have = {s for s, _ in history.get(name, [])}
+    past = [(s, out) for s, out in sorted(logged[name].items())
+            if s <= start and s < _total(config) and s % every == 0 and
+            s not in have]
+    if past:
+      history[name] = past + history.get(name, [])
+
+
 def _total(config) -> int:
   return int(config.get("total_steps", 0) or 0)
 
 
-def _with_best(evaluator, res: dict, history: list) -> dict:
+def _with_best(evaluator, res: dict, history: list, spe=None) -> dict:
   """``res`` + ``best_<metric>`` and ``best_step`` over ``history`` (the
-  online evaluations and the final one), for evaluators with a ``select``
-  metric (kNN, linear probe)."""
+  online evaluations and the final one, last), for evaluators with a
+  ``select`` metric (kNN, linear probe); with ``spe`` (steps per epoch) also
+  ``best_epoch`` and ``final_epoch`` (completed epochs at those steps; the
+  MetaMask reference reports the best epoch's kNN)."""
   key = getattr(evaluator, "select", None)
   if not key or key not in res:
     return res
   step, best = max(history, key=lambda sv: sv[1].get(key, float("-inf")))
-  return dict(res, **{f"best_{key}": best[key], "best_step": float(step)})
+  res = dict(res, **{f"best_{key}": best[key], "best_step": float(step)})
+  if spe:
+    res.update(best_epoch=step / spe, final_epoch=history[-1][0] / spe)
+  return res
 
 
 def _run_evals(evaluators, state, workdir, writer, step,
-               history=None) -> dict:
-  """Every enabled evaluator on the final ``state``."""
+               history=None, spe=None) -> dict:
+  """Every enabled evaluator on the final ``state``; its logged line holds
+  the best-over-the-run keys too."""
   results = {}
   for name, evaluator in evaluators.items():
-    out = _run_eval(name, evaluator, state, workdir, writer, step)
     past = (history or {}).get(name)
-    results[name] = (_with_best(evaluator, out, past + [(step, out)])
-                     if past else out)
+    summarize = None
+    if past:
+      summarize = lambda out, ev=evaluator, past=past: _with_best(  # noqa: E731
+          ev, out, past + [(step, out)], spe)
+    results[name] = _run_eval(name, evaluator, state, workdir, writer, step,
+                              spe, summarize)
   return results
 
 
@@ -253,18 +321,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
   is_main = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_main,
                                     tensorboard=True)
-  pre = state = None
+  pre = state = spe = None
   history: dict = {}
   if lc is not None:
     t0 = time.perf_counter()
+    spe = steps_per_epoch(len(dataset), lc.batch_size)
+    logged = _logged_evals(workdir)   # before this attempt writes any
     state, pre = train_lib.train_loop(
         method, dataset, lc, workdir, mesh=mesh,
         run_meta=dict(method=config.method),
-        hooks=_online_hooks(config, evaluators, workdir, writer, history))
+        hooks=_online_hooks(config, evaluators, workdir, writer, history,
+                            spe))
     pre["wall_s"] = time.perf_counter() - t0
     pre.pop("hook_results", None)
+    _resumed_history(config, history, logged, int(pre["start_step"]), spe)
   evals = _run_evals(evaluators, state, workdir, writer,
-                     int(pre["final_step"]) if pre else 0, history)
+                     int(pre["final_step"]) if pre else 0, history, spe)
   summary = dict(pretrain=pre, evals=evals)
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:

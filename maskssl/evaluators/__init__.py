@@ -3,7 +3,9 @@
 ``config.evals`` maps a display name to a ConfigDict with a ``type`` field
 naming the evaluator class; the other keys are its constructor's keyword
 arguments (an unknown key is a ConfigError), except ``every`` (> 0: also run
-every N pretraining steps, as a train-loop hook) and ``enabled``::
+every N pretraining steps, as a train-loop hook), ``every_epochs`` (> 0: the
+same, every N epochs of the pretraining split; not with ``every``) and
+``enabled``::
 
     config.evals.knn = dict(type="knn", k=20, temperature=0.07, every=500)
 
@@ -28,7 +30,7 @@ _REGISTRY = {
     "reconstruction": "maskssl.evaluators.reconstruction:Reconstruction",
 }
 # keys of an evals entry read by the caller, not by the evaluator
-CALLER_KEYS = ("type", "every", "enabled")
+CALLER_KEYS = ("type", "every", "every_epochs", "enabled")
 # constructor arguments the caller fills in
 _PROVIDED = ("self", "fns", "config", "data")
 
@@ -57,6 +59,10 @@ def check_eval_config(name: str, ecfg):
     raise ConfigError(f"config.evals.{name}: {e}") from e
   check_keys(ecfg.keys(), evaluator_keys(cls),
              f"config.evals.{name} (evaluator {ecfg.type!r})")
+  if (float(ecfg.get("every", 0) or 0) > 0 and
+      float(ecfg.get("every_epochs", 0) or 0) > 0):
+    raise ConfigError(f"config.evals.{name}: set every (steps) or "
+                      "every_epochs, not both")
   return cls
 
 
