@@ -18,6 +18,21 @@ eval_config fields: ``num_labels`` (tuple; 0 = the whole pool), ``seeds``,
 e.g. ``{"task": "esol"}``: one run evaluates several downstream tasks),
 ``select_metric`` (e.g. "spearman"; default: auc / accuracy / rmse by task;
 rmse is minimised, every other metric maximised).
+
+Image classifiers can train with the MAE fine-tune recipe (MAE
+main_finetune.py, used by SD-MAE), on device inside the jitted train step:
+``augment`` ("none": the batch as it is, default; "reference":
+RandomResizedCrop(``crop_scale``, ``crop_ratio``, bicubic) + flip ``hflip``
+-> RandAugment ``rand_augment`` (a timm string, "" = off) -> random erasing
+with ``reprob`` (per-pixel normal noise) -> Mixup ``mixup`` / CutMix
+``cutmix`` alphas with ``mixup_switch_prob`` and ``mixup_prob`` -> label
+smoothing ``smoothing``, soft-target cross-entropy; test and validation
+images go through Resize(int(size / ``eval_crop_pct``)) + CenterCrop(size),
+``eval_crop_pct`` 0 = MAE's 224/256). The recipe fields are read only with
+``augment="reference"``; their defaults are the reference values.
+``two_class`` (default False) trains a binary task as two logits with
+softmax cross-entropy (task ``binary_softmax``, AUC from P(class 1)), as the
+reference does; the recipe needs it (or a multiclass task).
 """
 from __future__ import annotations
 
@@ -32,16 +47,25 @@ import numpy as np
 from maskssl import optim as optim_lib
 from maskssl import parallel
 from maskssl import train as train_lib
+from maskssl.config_utils import ConfigError
+from maskssl.data import augment as aug_lib
 from maskssl.data import load_split
 from maskssl.data.base import DataError
 from maskssl.evaluators import common, scores
 from maskssl.methods import get_method
-from maskssl.methods.supervised import Supervised, num_outputs_for
+from maskssl.methods.supervised import (SOFT_TASKS, FinetuneAugment,
+                                        Supervised, num_outputs_for)
+
+AUGMENTS = ("none", "reference")
+# FinetuneAugment fields read from the evaluator's config
+_RECIPE_FIELDS = ("rand_augment", "reprob", "mixup", "cutmix",
+                  "mixup_switch_prob", "mixup_prob", "smoothing",
+                  "crop_scale", "crop_ratio", "hflip", "eval_crop_pct")
 
 
 def _selection_key(task: str) -> tuple[str, float]:
   """(metric, sign) used to pick the best validation step."""
-  if task in ("binary", "binary_mse", "multilabel"):
+  if task in ("binary", "binary_mse", "multilabel", "binary_softmax"):
     return "auc", 1.0
   if task == "multiclass":
     return "accuracy", 1.0
@@ -77,6 +101,7 @@ def run_one(config, ecfg, fns, pretrained, n_labels: int,
   num_classes = int(train_ds.meta.get("num_classes", 2))
   module = common.require(fns, "classifier", "finetune")(
       num_outputs_for(task, num_classes))
+  augment = _recipe(ecfg, module, task, num_classes, train_ds)
   lc_cfg = ml_collections.ConfigDict(dict(
       batch_size=bs, seed=seed,
       total_steps=int(ecfg.get("total_steps", 0) or 0),
@@ -101,7 +126,8 @@ def run_one(config, ecfg, fns, pretrained, n_labels: int,
   tx, schedule = optim_lib.make(ecfg.optim, lc.total_steps,
                                 lr_scale=lr_scale)
   sup = Supervised(module, task, tx,
-                   pretrained if init == "pretrained" else None, schedule)
+                   pretrained if init == "pretrained" else None, schedule,
+                   augment=augment)
   ebs = int(ecfg.get("eval_batch_size", 256))
 
   def evaluate(split):
@@ -144,6 +170,23 @@ def run_one(config, ecfg, fns, pretrained, n_labels: int,
   return result
 
 
+def _recipe(ecfg, module, task: str, num_classes: int, train_ds):
+  """The :class:`FinetuneAugment` of ``augment="reference"``, else None."""
+  if ecfg.get("augment", "none") != "reference":
+    return None
+  if task not in SOFT_TASKS:
+    raise ConfigError(
+        f"evals.*.augment='reference' trains a softmax on soft targets; the "
+        f"task is {task!r}: set two_class=True for a binary task")
+  size = getattr(module, "image_size", None)
+  if size is None or "image" not in train_ds.arrays:
+    raise ConfigError("evals.*.augment='reference' needs image data and an "
+                      "image classifier (with an image_size)")
+  return FinetuneAugment(
+      image_size=int(size), num_classes=2 if task == "binary_softmax"
+      else num_classes, **{k: ecfg[k] for k in _RECIPE_FIELDS})
+
+
 class Finetune:
   """Fine-tune sweeps (see the module doc for the keyword arguments)."""
 
@@ -154,8 +197,34 @@ class Finetune:
                task: str = "auto", model_overrides=None,
                eval_batch_size: int = 256, data_overrides=None,
                select_metric: str = "", layer_decay: float = 0.0,
-               verbose: bool = True):
+               verbose: bool = True, two_class: bool = False,
+               augment: str = "none",
+               rand_augment: str = "rand-m9-mstd0.5-inc1",
+               reprob: float = 0.25, mixup: float = 0.8, cutmix: float = 1.0,
+               mixup_switch_prob: float = 0.5, mixup_prob: float = 1.0,
+               smoothing: float = 0.1, crop_scale=(0.08, 1.0),
+               crop_ratio=(3 / 4, 4 / 3), hflip: float = 0.5,
+               eval_crop_pct: float = 0.0):
     optim_lib.optim_config(optim)   # unknown keys fail here
+    if augment not in AUGMENTS:
+      raise ConfigError(f"evals.finetune.augment={augment!r}; use one of "
+                        f"{AUGMENTS}")
+    if rand_augment:
+      try:
+        aug_lib.parse_rand_augment(rand_augment)
+      except ValueError as e:
+        raise ConfigError(f"evals.finetune.rand_augment: {e}") from e
+    if augment == "reference" and task not in ("auto", *SOFT_TASKS) and not (
+        task == "binary" and two_class):
+      raise ConfigError(
+          f"evals.finetune.augment='reference' trains a softmax on soft "
+          f"targets; task={task!r} needs two_class=True (binary) or a "
+          f"multiclass task")
+    for k, v in dict(reprob=reprob, mixup_switch_prob=mixup_switch_prob,
+                     mixup_prob=mixup_prob, smoothing=smoothing,
+                     hflip=hflip).items():
+      if not 0.0 <= float(v) <= 1.0:
+        raise ConfigError(f"evals.finetune.{k}={v} must be in [0, 1]")
     self.config = config
     self.ecfg = ml_collections.ConfigDict(dict(
         num_labels=tuple(num_labels), batch_size=batch_size, optim=optim,
@@ -164,7 +233,14 @@ class Finetune:
         task=task, model_overrides=model_overrides,
         eval_batch_size=eval_batch_size, data_overrides=data_overrides,
         select_metric=select_metric, layer_decay=layer_decay,
-        verbose=verbose))
+        verbose=verbose, two_class=bool(two_class), augment=augment,
+        rand_augment=str(rand_augment), reprob=float(reprob),
+        mixup=float(mixup), cutmix=float(cutmix),
+        mixup_switch_prob=float(mixup_switch_prob),
+        mixup_prob=float(mixup_prob), smoothing=float(smoothing),
+        crop_scale=tuple(float(v) for v in crop_scale),
+        crop_ratio=tuple(float(v) for v in crop_ratio), hflip=float(hflip),
+        eval_crop_pct=float(eval_crop_pct)))
     self.fns = fns
     if model_overrides:   # e.g. fine-tuning dropout: the method rebuilt
       self.fns = get_method(_finetune_config(config, self.ecfg)).predict_fns()
@@ -185,6 +261,8 @@ def _run(config, ecfg, fns, state, workdir) -> dict:
   task = ecfg.get("task", "auto")
   if task == "auto":
     task = datasets["train"].meta.get("task", "binary")
+  if ecfg.get("two_class", False) and task == "binary":
+    task = "binary_softmax"      # two logits, softmax (MAE main_finetune.py)
   pretrained = None
   if state is not None:
     pretrained = {"params": train_lib.host_numpy(

@@ -50,7 +50,7 @@ def task_scores(task: str, labels, outputs) -> dict[str, float]:
   """The field's metrics for a task, from model outputs (probabilities for
   classification, values for regression)."""
   outputs = np.asarray(outputs)
-  if task == "binary" or task == "binary_mse":
+  if task in ("binary", "binary_mse", "binary_softmax"):   # P(class 1)
     return dict(accuracy=accuracy(labels, outputs >= 0.5),
                 auc=roc_auc(labels, outputs))
   if task == "multiclass":
