@@ -19,10 +19,11 @@ defaults are k=20, T=0.07, ``distance_fx="cosine"``).
 * ``"current"`` (default): bank and queries from the state being evaluated.
 * ``"previous"``: the bank is the one built at this evaluator's *previous*
   call, the queries use the current state. This is the reference's lag:
-  lightly <= 1.4 builds the bank in ``training_epoch_end``, which PyTorch
-  Lightning 1.5 calls after the epoch's validation loop, so epoch ``e`` is
-  scored against epoch ``e - 1``'s bank (lightly moved the bank to
-  ``on_validation_epoch_start`` in lightly-ai/lightly PR #1136). The reference
+  its lightly (1.0.8) ``BenchmarkModule`` builds the bank in
+  ``training_epoch_end``, which PyTorch Lightning 1.5 calls after the
+  epoch's validation loop, so epoch ``e`` is scored against epoch ``e - 1``'s
+  bank (lightly later moved the bank to ``on_validation_epoch_start``,
+  lightly-ai/lightly PR #1136). The reference
   reports nothing at epoch 0 (no bank yet); here the first call -- of a run,
   after a resume, or in ``--mode=evaluate`` -- has no earlier bank and uses
   the current one (the bank is ~100 MB for CIFAR-10, so it is not
