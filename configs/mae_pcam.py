@@ -1,7 +1,10 @@
 r"""Plain MAE on PatchCamelyon: ``configs/sdmae_pcam.py`` with
 ``sdmae.sd_weight = 0`` (one code path; the two distillation heads are then
 neither created nor run). Same variants (``quick``, ``sample``, ``p8``,
-``tiny``, ``base``), same recipe otherwise (Luo et al., arXiv 2203.16983).
+``tiny``, ``base``), same recipe otherwise (Luo et al., arXiv 2203.16983),
+including the ``evals.finetune`` block: MAE's fine-tune recipe by default,
+``--config.evals.finetune.augment=none --config.evals.finetune.two_class=False``
+for plain fine-tuning (fields documented in configs/sdmae_pcam.py).
 
 Commands:
   python -m maskssl.main --config=configs/mae_pcam.py:quick --workdir=runs/mae_quick

@@ -25,7 +25,10 @@ Commands:
 Evaluations: linear probe (BatchNorm without affine + linear, on the mean-
 pooled encoder features), a reconstruction PNG
 (``<workdir>/eval/reconstruction/reconstruction.png``) and, in the full
-config, fine-tuning with layer-wise lr decay 0.75.
+config, fine-tuning with layer-wise lr decay 0.75 and MAE's fine-tune recipe
+(RandAugment, random erasing, Mixup / CutMix, label smoothing, 2-class
+soft-target cross-entropy; ``evals.finetune.augment=none`` for plain
+fine-tuning).
 
 Measured (2 CPU cores shared with other jobs, load average 6-11, so all
 timings are pessimistic; float32):
@@ -131,7 +134,23 @@ def get_config(arg=None):
                  weight_decay=0.05,
                  no_decay_names=("q_bias", "v_bias", "mask_token"),
                  clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8),
-      model_overrides={})
+      model_overrides={},
+      # The MAE fine-tune recipe (main_finetune.py, which SD-MAE uses), on
+      # device in the train step: RandomResizedCrop(crop_scale, crop_ratio,
+      # bicubic) + flip hflip -> RandAugment rand_augment (timm string;
+      # "" = off) -> random erasing reprob (per-pixel N(0, 1) in normalised
+      # space) -> Mixup alpha `mixup` / CutMix alpha `cutmix` (switch
+      # mixup_switch_prob, applied with mixup_prob) -> label smoothing;
+      # two_class: PCam as two logits with soft-target cross-entropy, AUC
+      # from P(tumour). Eval: Resize(int(size / crop_pct)) + CenterCrop(size),
+      # eval_crop_pct 0 = MAE's 224/256. Plain fine-tuning (the batch as it
+      # is, one BCE logit): --config.evals.finetune.augment=none
+      # --config.evals.finetune.two_class=False
+      augment="reference", two_class=True,
+      rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25, mixup=0.8,
+      cutmix=1.0, mixup_switch_prob=0.5, mixup_prob=1.0, smoothing=0.1,
+      crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.5,
+      eval_crop_pct=0.0)
 
   if small_data:
     c.data.source = "embedded"
