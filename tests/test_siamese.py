@@ -217,3 +217,10 @@ def test_lars_excludes_biases_and_norms_from_decay_and_trust_ratio():
   # Bias / BN scale: plain SGD step, no decay, no trust ratio.
   np.testing.assert_allclose(upd["conv"]["bias"], -0.05, rtol=1e-6)
   np.testing.assert_allclose(upd["bn"]["scale"], -0.05, rtol=1e-6)
+
+
+def test_named_depth_takes_a_stage_sizes_override():
+  from maskssl.models.resnet import build_resnet
+  assert build_resnet("resnet18", stage_sizes=(1, 1)).stage_sizes == (1, 1)
+  assert build_resnet("resnet18").stage_sizes == (2, 2, 2, 2)
+  assert build_resnet("resnet50").stage_sizes == (3, 4, 6, 3)

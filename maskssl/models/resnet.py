@@ -258,15 +258,18 @@ class ResNet(nn.Module):
 
 
 def resnet18(**kw) -> ResNet:
-  return ResNet(stage_sizes=(2, 2, 2, 2), block="basic", **kw)
+  kw.setdefault("stage_sizes", (2, 2, 2, 2))  # an explicit override wins
+  return ResNet(block="basic", **kw)
 
 
 def resnet34(**kw) -> ResNet:
-  return ResNet(stage_sizes=(3, 4, 6, 3), block="basic", **kw)
+  kw.setdefault("stage_sizes", (3, 4, 6, 3))  # an explicit override wins
+  return ResNet(block="basic", **kw)
 
 
 def resnet50(**kw) -> ResNet:
-  return ResNet(stage_sizes=(3, 4, 6, 3), block="bottleneck", **kw)
+  kw.setdefault("stage_sizes", (3, 4, 6, 3))  # an explicit override wins
+  return ResNet(block="bottleneck", **kw)
 
 
 _DEPTHS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50}
