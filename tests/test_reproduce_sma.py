@@ -79,3 +79,22 @@ def test_command_trains_scratch_once_and_passes_seeds():
 def test_metric_for_unknown_task():
   with pytest.raises(ValueError, match="no reported metric"):
     reproduce_sma.metric_for("ranking", {})
+
+
+def test_results_table_renders_arms_and_intervals(tmp_path):
+  import results_table
+  res = dict(task="sma_bbbp", metric="rmse", higher_is_better=False,
+             command="python benchmarks/reproduce_sma.py --domain=molecule",
+             budget=dict(wall_minutes=40.0, pretrain_steps=12000,
+                         batch_size=32, fraction_of_reference=0.013),
+             arms=dict(scratch=dict(mean=1.25, std=0.05, n=3, values=[]),
+                       sma=dict(mean=1.0, std=0.1, n=3, values=[])),
+             sma_minus_scratch=dict(mean=-0.25, ci95=[-0.4, -0.1]))
+  p = tmp_path / "reproduce_sma_bbbp.json"
+  p.write_text(json.dumps(res))
+  md = results_table.table([str(p)])
+  row = md.splitlines()[2]
+  assert row.index("sma: 1.000 ± 0.100 (n=3)") < row.index("scratch: 1.250")
+  assert "sma − scratch -0.250 [-0.400, -0.100]" in row
+  assert "rmse (lower is better)" in row and "0.013 of reference" in row
+  assert results_table.table([]) == "No reproduction has finished yet.\n"
