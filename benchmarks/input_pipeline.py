@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -46,6 +47,11 @@ CIFAR_TAR = os.path.join(SHARED, "cifar10_full", "train.tar")
 PCAM_TAR = os.path.join(SHARED, "pcam_10k", "train.tar")
 HIGGS_CSV = os.path.join(SHARED, "higgs_sample.csv")
 HIGGS_EXTRA = os.path.join(SHARED, "higgs_extra", "higgs_extra.csv.gz")
+
+
+def _finite(x):
+  """None for NaN / inf (strict JSON: a 1-step run has no rate)."""
+  return x if x is None or math.isfinite(x) else None
 
 
 def _load():
@@ -96,7 +102,7 @@ def child_train(spec: dict) -> dict:
       first_batch_s=summary["first_batch_s"],
       data_wait_share=summary["data_wait_share"],
       data_wait_s=summary["data_wait_s"],
-      steps=lc.total_steps, steps_per_sec=summary.get("steps_per_sec"),
+      steps=lc.total_steps, steps_per_sec=_finite(summary.get("steps_per_sec")),
       peak_rss_mb=round(rss / 2 ** 20, 1), load_start=load0,
       load_end=_load())
 
