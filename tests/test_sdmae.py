@@ -13,7 +13,8 @@ from maskssl.losses.mae import normalized_patch_targets
 from maskssl.masks.random_patches import (mask_indices, num_masked,
                                           random_patch_mask)
 from maskssl.methods import get_method
-from maskssl.methods.sdmae import SDMAE, random_resized_crop
+from maskssl.data import augment as aug_lib
+from maskssl.methods.sdmae import SDMAE
 from maskssl.models import vit
 
 
@@ -282,15 +283,22 @@ def test_registered_and_classifier_transfer_and_lr_decay():
   assert scales["head"]["kernel"] == 1.0 and scales["fc_norm"]["scale"] == 1.0
 
 
-def test_random_resized_crop_full_scale_is_identity():
-  img = jnp.asarray(np.random.RandomState(0).rand(16, 16, 3), jnp.float32)
-  out = jax.jit(random_resized_crop, static_argnums=(2, 3, 4))(
-      jax.random.PRNGKey(0), img, 16, (1.0, 1.0), (1.0, 1.0))
-  np.testing.assert_allclose(out, img, atol=1e-5)
-  out = jax.jit(random_resized_crop, static_argnums=2)(
-      jax.random.PRNGKey(0), img, 32)
-  assert out.shape == (32, 32, 3)
-  assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0 + 1e-5
+def test_prepare_crops_with_the_shared_random_resized_crop():
+  """SD-MAE's crop is data/augment's (torchvision boxes, resize of the crop
+  alone), one box per image from split(rng, B); full scale is identity."""
+  imgs = images(b=3, size=48)
+  key = jax.random.PRNGKey(3)
+  out = np.asarray(SDMAE(tiny_config()).prepare(jnp.asarray(imgs), key))
+  x01 = jnp.asarray(imgs, jnp.float32) / 255.0
+  boxes = jax.vmap(lambda k: aug_lib.crop_params(k, 48, 48))(
+      jax.random.split(key, 3))
+  ref = np.asarray(aug_lib.crop_resize(x01, *boxes, 32))
+  np.testing.assert_array_equal(out, ref)
+  assert out.shape == (3, 32, 32, 3)
+  cfg = tiny_config()
+  cfg.sdmae.crop_scale, cfg.sdmae.crop_ratio = (1.0, 1.0), (1.0, 1.0)
+  same = SDMAE(cfg).prepare(jnp.asarray(images(b=2)), key)
+  np.testing.assert_allclose(same, images(b=2) / 255.0, atol=1e-6)
 
 
 def test_mae_train_step_compiles_once_bf16_finite():

@@ -25,10 +25,3 @@ def normalized_patch_targets(images01: jax.Array, patch_size: int,
   t = (x - mean) / (jnp.sqrt(var) + eps)
   b, n = t.shape[:2]
   return t.reshape(b, n, -1)
-
-
-def masked_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
-  """Mean over (B, N_m, D) of the squared error (already gathered)."""
-  dt = jnp.promote_types(jnp.promote_types(pred.dtype, target.dtype),
-                         jnp.float32)
-  return jnp.mean(jnp.square(pred.astype(dt) - target.astype(dt)))

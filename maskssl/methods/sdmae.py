@@ -34,7 +34,6 @@ and its float32 run to ~1e-6. Deliberate differences:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import jax
@@ -42,7 +41,9 @@ import jax.numpy as jnp
 import optax
 
 from maskssl.losses.distillation import self_distillation_loss
-from maskssl.losses.mae import masked_mse, normalized_patch_targets
+from maskssl.data import augment as aug_lib
+from maskssl.losses.mae import normalized_patch_targets
+from maskssl.losses.reconstruction import masked_mse
 from maskssl.masks.random_patches import (mask_indices, num_masked,
                                           random_patch_mask)
 from maskssl.methods.base import Method, optax_state
@@ -50,34 +51,6 @@ from maskssl import optim as optim_lib
 from maskssl.config_utils import from_config
 from maskssl.models.dtypes import dtype_from_name
 from maskssl.models import vit
-
-
-def random_resized_crop(rng, image01, out_size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3), attempts: int = 10):
-  """torchvision-style RandomResizedCrop of one (H, W, C) float image,
-  bilinear, static output shape. Falls back to the whole image when none of
-  the ``attempts`` boxes fits."""
-  h, w = image01.shape[:2]
-  k1, k2, k3, k4 = jax.random.split(rng, 4)
-  area = h * w * jax.random.uniform(k1, (attempts,), minval=scale[0],
-                                    maxval=scale[1])
-  logr = jax.random.uniform(k2, (attempts,), minval=math.log(ratio[0]),
-                            maxval=math.log(ratio[1]))
-  ar = jnp.exp(logr)
-  cw = jnp.round(jnp.sqrt(area * ar))
-  ch = jnp.round(jnp.sqrt(area / ar))
-  ok = (cw <= w) & (ch <= h) & (cw > 0) & (ch > 0)
-  first = jnp.argmax(ok)
-  found = jnp.any(ok)
-  cw = jnp.where(found, cw[first], w)
-  ch = jnp.where(found, ch[first], h)
-  top = jnp.floor(jax.random.uniform(k3) * (h - ch + 1))
-  left = jnp.floor(jax.random.uniform(k4) * (w - cw + 1))
-  sy, sx = out_size / ch, out_size / cw
-  return jax.image.scale_and_translate(
-      image01, (out_size, out_size, image01.shape[2]), (0, 1),
-      jnp.stack([sy, sx]), jnp.stack([-top * sy, -left * sx]),
-      method="linear", antialias=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,9 +134,11 @@ class SDMAE(Method):
     x01 = images.astype(self.float_dtype) / 255.0
     b, h, w, c = x01.shape
     if rng is not None and self.augment:
-      keys = jax.random.split(rng, b)
-      x01 = jax.vmap(lambda k, im: random_resized_crop(
-          k, im, self.image_size, self.crop_scale, self.crop_ratio))(keys, x01)
+      # torchvision RandomResizedCrop: crop, then PIL-style bilinear resize
+      # of the crop alone (MAE main_pretrain.py; no flip)
+      boxes = jax.vmap(lambda k: aug_lib.crop_params(
+          k, h, w, self.crop_scale, self.crop_ratio))(jax.random.split(rng, b))
+      x01 = aug_lib.crop_resize(x01, *boxes, self.image_size)
     elif (h, w) != (self.image_size, self.image_size):
       x01 = jax.image.resize(x01, (b, self.image_size, self.image_size, c),
                              "bilinear")
@@ -180,10 +155,13 @@ class SDMAE(Method):
     out = self.model.apply({"params": params}, x, ids_vis, ids_mask)
     target_all = normalized_patch_targets(x01, self.patch_size,
                                           self.target_eps)
-    l_rec = masked_mse(out["pred"], vit.take_tokens(target_all, ids_mask))
+    # the masked tokens are already gathered: every position counts
+    l_rec = masked_mse(out["pred"], vit.take_tokens(target_all, ids_mask),
+                       jnp.ones(ids_mask.shape, bool))
     if self.alpha_visible > 0:
       l_rec = l_rec + self.alpha_visible * masked_mse(
-          out["pred_vis"], vit.take_tokens(target_all, ids_vis))
+          out["pred_vis"], vit.take_tokens(target_all, ids_vis),
+          jnp.ones(ids_vis.shape, bool))
     metrics = dict(loss_rec=l_rec)
     if not self.use_sd:
       return l_rec, (metrics, center)
