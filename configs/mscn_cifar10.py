@@ -104,7 +104,7 @@ def get_config(arg=None):
   c.data = dict(name="cifar10", source="tfds" if arg == "tfds" else
                 "embedded", path="", tfds_data_dir="", tfds_name="cifar10",
                 val_size=0, test_size=1000, split_seed=0, max_train=0,
-                max_test=0, pretrain_split="pretrain", image_key="image",
+                max_test=0, pretrain_split="pretrain",
                 # input pipeline (threads, workers, bad_records, ...)
                 **LOADER_FIELDS)
 

@@ -36,15 +36,6 @@ def from_config(cls, cfg=None, component: str | None = None, **extra):
   return cls(**kw)
 
 
-def cfg_get(cfg, name: str, default=None):
-  """``cfg.get(name, default)`` for ConfigDicts, dicts, dataclasses or None."""
-  if cfg is None:
-    return default
-  if hasattr(cfg, "get"):
-    return cfg.get(name, default)
-  return getattr(cfg, name, default)
-
-
 def load_config_file(arg: str):
   """``path.py[:variant]`` -> ``get_config(variant)`` (as ``--config`` does)."""
   import importlib.util

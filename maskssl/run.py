@@ -21,7 +21,7 @@ from maskssl import metrics as metrics_lib
 from maskssl import parallel
 from maskssl import train as train_lib
 from maskssl.config_utils import ConfigError
-from maskssl.data import load_source
+from maskssl.data import check_data_config, load_source
 from maskssl.data.base import DataError, steps_per_epoch
 from maskssl.data.grain_source import InputWorkerError
 from maskssl.evaluators import check_eval_config, make_evaluator
@@ -55,6 +55,7 @@ def _validate(config):
     raise ConfigError(f"Unknown method {config.method!r}; known: "
                       f"{sorted(METHODS)}")
   _enabled_evals(config)
+  check_data_config(config)   # unknown data keys, evaluators' overrides too
   mesh = parallel.make_mesh()
   parallel.check_batch_size(int(config.batch_size), mesh)
   if int(config.batch_size) % jax.process_count():

@@ -1,5 +1,6 @@
-"""Every config file and variant builds: get_config, the method, its
-evaluators, and ``jax.eval_shape`` of ``init_state`` on a tiny batch."""
+"""Every config file and variant builds: get_config, its data schema, the
+method, its evaluators, and ``jax.eval_shape`` of ``init_state`` on a tiny
+batch."""
 import os
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from maskssl.config_utils import ConfigError, load_config_file
+from maskssl.data import check_data_config
 from maskssl.evaluators import make_evaluator
 from maskssl.methods import get_method
 
@@ -53,6 +55,7 @@ def test_every_config_file_is_covered():
 @pytest.mark.parametrize("name,variant", CASES)
 def test_config_builds(name, variant):
   c = _config(name, variant)
+  check_data_config(c)     # config.data and evaluators' data_overrides
   method = get_method(c)
   assert method.schedule is not None    # the loop logs lr for every method
   fns = method.predict_fns()

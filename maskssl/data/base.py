@@ -16,24 +16,57 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import ml_collections
 import numpy as np
+
+from maskssl.config_utils import from_config
 
 
 class DataError(ValueError):
   """Bad or missing input data; the message says what and where."""
 
 
-# Input-pipeline fields of ``config.data`` (these defaults when absent). A
-# config that includes them (``c.data = dict(..., **LOADER_FIELDS)``) lets
-# ``--config.data.workers=4`` etc. override them on the command line.
-LOADER_FIELDS = dict(
-    threads=2,            # background threads preparing the next batches
-    prefetch=2,           # batches prepared ahead of the step
-    workers=0,            # decoding processes (0: threads only)
-    bad_records="error",  # or "skip": replace with a counted warning
-    in_memory="auto",     # "auto" | True | False: load the training split
-    in_memory_max_mb=32,  # auto: text files above this are read by record
-    cache_dir="")         # where .gz text is decompressed once
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig:
+  """Input-pipeline fields of ``config.data``, shared by every data set
+  (each data module's schema extends :class:`DataConfig`)."""
+  threads: int = 2            # background threads preparing the next batches
+  prefetch: int = 2           # batches prepared ahead of the step
+  workers: int = 0            # decoding processes (0: threads only)
+  bad_records: str = "error"  # or "skip": replace with a counted warning
+  in_memory: Any = "auto"     # "auto" | True | False: load the training split
+  in_memory_max_mb: float = 32  # auto: text files above this are read by record
+  cache_dir: str = ""         # where .gz text is decompressed once
+
+
+# The loader fields with their defaults: a config that includes them
+# (``c.data = dict(..., **LOADER_FIELDS)``) lets ``--config.data.workers=4``
+# etc. override them on the command line.
+LOADER_FIELDS = {f.name: f.default for f in dataclasses.fields(LoaderConfig)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(LoaderConfig):
+  """Fields of every ``config.data``: the data set (the registry name of
+  :mod:`maskssl.data`) and the split pretraining reads. A data module's
+  schema subclasses it; its fields are the allowed keys."""
+  name: str = ""
+  pretrain_split: str = "pretrain"
+
+
+def parse_config(cls, data_config, component: str | None = None):
+  """``data_config`` (a ConfigDict / dict, or already a ``cls``) as the
+  frozen schema ``cls``: an unknown key is a ConfigError naming the key,
+  the data set and the allowed keys."""
+  if isinstance(data_config, cls):
+    return data_config
+  return from_config(cls, data_config,
+                     component or f"config.data (data set {cls.name!r})")
+
+
+def config_dict(cfg) -> ml_collections.ConfigDict:
+  """A schema as a ConfigDict (what ``default_config`` functions return)."""
+  return ml_collections.ConfigDict(dataclasses.asdict(cfg))
 
 
 @dataclasses.dataclass

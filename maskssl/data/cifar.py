@@ -41,6 +41,7 @@ Splits: ``pretrain`` (all training images; labels kept but unused),
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import os
@@ -49,24 +50,31 @@ import ml_collections
 import numpy as np
 
 from maskssl.data import records
-from maskssl.data.base import ArrayDataset, DataError, split_indices
-from maskssl.config_utils import cfg_get
+from maskssl.data.base import ArrayDataset, DataConfig, DataError
+from maskssl.data.base import config_dict, parse_config, split_indices
 
 LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                "horse", "ship", "truck")
 SPLITS = ("pretrain", "train", "val", "test")
 
 
+@dataclasses.dataclass(frozen=True)
+class Cifar10Config(DataConfig):
+  """``config.data`` of ``cifar10`` (fields as in the module doc)."""
+  name: str = "cifar10"
+  source: str = "embedded"  # embedded | tfds | npz | folder | tar | array_record
+  path: str = ""            # picks its source by itself when set
+  tfds_data_dir: str = ""
+  tfds_name: str = "cifar10"
+  val_size: int = 0         # held out from the training images (0: no val)
+  test_size: int = 1000     # held out when the data has no test split
+  split_seed: int = 0
+  max_train: int = 0        # first N training images (0: all)
+  max_test: int = 0         # first N test images (0: all)
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      name="cifar10", source="embedded", path="", tfds_data_dir="",
-      tfds_name="cifar10", val_size=0, test_size=1000, split_seed=0,
-      max_train=0, max_test=0))
-  cfg.update(overrides)
-  return cfg
-
-
-_get = cfg_get
+  return config_dict(parse_config(Cifar10Config, overrides))
 
 
 @functools.lru_cache(maxsize=4)
@@ -142,9 +150,8 @@ def _folder(path: str):
   return tr_x, tr_y, te_x, te_y, names
 
 
-def _resolve_source(cfg) -> tuple[str, str]:
-  source = _get(cfg, "source", "embedded")
-  path = _get(cfg, "path", "")
+def _resolve_source(cfg: Cifar10Config) -> tuple[str, str]:
+  source, path = cfg.source, cfg.path
   if source == "embedded" and path:
     if os.path.isdir(path):
       source = "array_record" if records.is_records_dir(path) else "folder"
@@ -162,10 +169,8 @@ def _file_sources(cfg, source: str, path: str):
     raise DataError(f"data.source={source!r} needs data.path")
   test = None
   if source == "tfds":
-    name = _get(cfg, "tfds_name", "cifar10")
-    data_dir = _get(cfg, "tfds_data_dir", "")
-    train = records.TfdsSource(name, "train", data_dir)
-    test = records.TfdsSource(name, "test", data_dir)
+    train = records.TfdsSource(cfg.tfds_name, "train", cfg.tfds_data_dir)
+    test = records.TfdsSource(cfg.tfds_name, "test", cfg.tfds_data_dir)
     names = LABEL_NAMES
   elif source == "folder":
     train = records.ImageFiles(os.path.join(path, "train"))
@@ -193,12 +198,12 @@ def _file_sources(cfg, source: str, path: str):
                     "npz, folder, tar or array_record")
   train = records.Mapped(train, records.image_label)
   if test is None:  # one set: hold out data.test_size (as for an .npz)
-    n, test_size = len(train), int(_get(cfg, "test_size", 1000))
+    n, test_size = len(train), int(cfg.test_size)
     if test_size <= 0 or test_size >= n:
       raise DataError(f"{path}: a single set of {n} images needs 0 < "
                       f"data.test_size < {n}")
     idx = split_indices(n, {"test": test_size / n},
-                        int(_get(cfg, "split_seed", 0)))["test"]
+                        int(cfg.split_seed))["test"]
     rest = np.setdiff1d(np.arange(n), idx)
     train, test = records.Subset(train, rest), records.Subset(train, idx)
   else:
@@ -209,12 +214,13 @@ def _file_sources(cfg, source: str, path: str):
 def load_source(data_config, split: str):
   """The pretraining split of folder / tar / ArrayRecord / TFDS data as a
   file-backed source (None: use :func:`load_split`, in memory)."""
-  source, path = _resolve_source(data_config)
+  cfg = parse_config(Cifar10Config, data_config)
+  source, path = _resolve_source(cfg)
   if split != "pretrain" or source in ("embedded", "npz") or not \
-      records.file_backed(data_config, auto=True):
+      records.file_backed(cfg, auto=True):
     return None
-  train, _, names = _file_sources(data_config, source, path)
-  max_train = int(_get(data_config, "max_train", 0) or 0)
+  train, _, names = _file_sources(cfg, source, path)
+  max_train = int(cfg.max_train or 0)
   if max_train:
     train = records.Subset(train, np.arange(min(max_train, len(train))))
   size = int(train[0]["image"].shape[0])
@@ -224,10 +230,11 @@ def load_source(data_config, split: str):
   return train
 
 
-def load_arrays(cfg, splits=("train", "test")):
+def load_arrays(data_config, splits=("train", "test")):
   """(train_images, train_labels, test_images, test_labels, label_names);
   tar / converted data decode only ``splits`` (the other arrays come back
   empty): an evaluation split does not decode the other one."""
+  cfg = parse_config(Cifar10Config, data_config)
   source, path = _resolve_source(cfg)
   names = LABEL_NAMES
   if source in ("tar", "array_record"):
@@ -240,13 +247,12 @@ def load_arrays(cfg, splits=("train", "test")):
   if source == "embedded":
     tr_x, tr_y, te_x, te_y = _embedded()
   elif source == "tfds":
-    tr_x, tr_y, te_x, te_y = _tfds(_get(cfg, "tfds_name", "cifar10"),
-                                   _get(cfg, "tfds_data_dir", ""))
+    tr_x, tr_y, te_x, te_y = _tfds(cfg.tfds_name, cfg.tfds_data_dir)
   elif source == "npz":
     if not path:
       raise DataError("data.source='npz' needs data.path")
-    tr_x, tr_y, te_x, te_y = _npz(path, int(_get(cfg, "test_size", 1000)),
-                                  int(_get(cfg, "split_seed", 0)))
+    tr_x, tr_y, te_x, te_y = _npz(path, int(cfg.test_size),
+                                  int(cfg.split_seed))
   elif source == "folder":
     if not path:
       raise DataError("data.source='folder' needs data.path")
@@ -261,10 +267,11 @@ def load_split(data_config, split: str) -> ArrayDataset:
   """One split as an :class:`ArrayDataset` with ``image`` and ``label``."""
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
+  cfg = parse_config(Cifar10Config, data_config)
   tr_x, tr_y, te_x, te_y, names = load_arrays(
-      data_config, ("test",) if split == "test" else ("train",))
-  max_train = int(_get(data_config, "max_train", 0) or 0)
-  max_test = int(_get(data_config, "max_test", 0) or 0)
+      cfg, ("test",) if split == "test" else ("train",))
+  max_train = int(cfg.max_train or 0)
+  max_test = int(cfg.max_test or 0)
   if max_train:
     tr_x, tr_y = tr_x[:max_train], tr_y[:max_train]
   if max_test:
@@ -274,7 +281,7 @@ def load_split(data_config, split: str) -> ArrayDataset:
   elif split == "pretrain":
     x, y = tr_x, tr_y
   else:
-    val_size = int(_get(data_config, "val_size", 0) or 0)
+    val_size = int(cfg.val_size or 0)
     if split == "val" and val_size <= 0:
       raise DataError("the cifar10 data set has no 'val' split unless "
                       "data.val_size > 0 (held out from the training images)")
@@ -283,7 +290,7 @@ def load_split(data_config, split: str) -> ArrayDataset:
         raise DataError(f"data.val_size={val_size} >= {len(tr_x)} training "
                         "images")
       val_idx = split_indices(len(tr_x), {"val": val_size / len(tr_x)},
-                              int(_get(data_config, "split_seed", 0)))["val"]
+                              int(cfg.split_seed))["val"]
       if split == "val":
         idx = val_idx
       else:
@@ -293,8 +300,7 @@ def load_split(data_config, split: str) -> ArrayDataset:
       x, y = tr_x, tr_y
   num_classes = max(len(names), int(np.max(tr_y)) + 1 if len(tr_y) else 0)
   meta = dict(num_classes=num_classes, label_names=list(names),
-              image_size=int(x.shape[1]), source=_get(data_config, "source",
-                                                      "embedded"),
+              image_size=int(x.shape[1]), source=cfg.source,
               task="multiclass", split=split)
   return ArrayDataset(dict(image=np.ascontiguousarray(x),
                            label=np.asarray(y, np.int32)), meta)

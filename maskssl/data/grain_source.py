@@ -46,6 +46,7 @@ import grain
 import numpy as np
 
 from maskssl.data.base import LOADER_FIELDS, ArrayDataset, DataError
+from maskssl.data.base import LoaderConfig
 from maskssl.data.base import epoch_permutation, host_slice, steps_per_epoch
 
 BAD_KEY = "__bad_records__"   # per-batch list of skipped records
@@ -130,15 +131,18 @@ class LoaderOptions:
 
 
 def loader_options(data_config) -> LoaderOptions:
-  """LoaderOptions from ``config.data`` (``threads``, ``prefetch``,
-  ``workers``, ``bad_records``); absent fields keep the defaults."""
-  from maskssl.config_utils import cfg_get  # pylint: disable=import-outside-toplevel
-  d = LoaderOptions()
-  return LoaderOptions(
-      threads=int(cfg_get(data_config, "threads", d.threads)),
-      prefetch=int(cfg_get(data_config, "prefetch", d.prefetch)),
-      workers=int(cfg_get(data_config, "workers", d.workers)),
-      bad_records=str(cfg_get(data_config, "bad_records", d.bad_records)))
+  """LoaderOptions from ``config.data`` (its ``threads``, ``prefetch``,
+  ``workers``, ``bad_records``: a data set schema, a ConfigDict or None;
+  absent fields keep the :class:`~maskssl.data.base.LoaderConfig`
+  defaults). The data set's own keys are checked where it is loaded
+  (:func:`maskssl.data.data_schema`)."""
+  if not isinstance(data_config, LoaderConfig):
+    data_config = LoaderConfig(**{k: data_config[k] for k in LOADER_FIELDS
+                                  if k in (data_config or {})})
+  return LoaderOptions(threads=int(data_config.threads),
+                       prefetch=int(data_config.prefetch),
+                       workers=int(data_config.workers),
+                       bad_records=str(data_config.bad_records))
 
 
 class _PermCache:

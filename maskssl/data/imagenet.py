@@ -31,32 +31,42 @@ evaluators (capped), ``test`` = TFDS ``validation`` (or the converted
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import ml_collections
 import numpy as np
 
-from maskssl.config_utils import cfg_get
 from maskssl.data import records
-from maskssl.data.base import ArrayDataset, DataError, split_indices
+from maskssl.data.base import ArrayDataset, DataConfig, DataError
+from maskssl.data.base import config_dict, parse_config, split_indices
 
 SPLITS = ("pretrain", "train", "val", "test")
-_get = cfg_get
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageNetConfig(DataConfig):
+  """``config.data`` of ``imagenet2012`` (fields as in the module doc)."""
+  name: str = "imagenet2012"
+  source: str = "tfds"      # tfds | array_record | folder | tar
+  tfds_name: str = "imagenet2012"
+  tfds_data_dir: str = ""
+  path: str = ""
+  image_key: str = "image"  # the record field holding the image
+  image_size: int = 224     # the method's crop size (sets host_size)
+  host_size: int = 0        # 0: image_size * 8 // 7
+  eval_max_examples: int = 10_000
+  test_size: int = 10_000   # held out when there is no validation split
+  val_size: int = 0
+  split_seed: int = 0
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      name="imagenet2012", source="tfds", tfds_name="imagenet2012",
-      tfds_data_dir="", path="", image_key="image", image_size=224,
-      host_size=0, eval_max_examples=10_000, test_size=10_000, val_size=0,
-      split_seed=0, pretrain_split="pretrain"))
-  cfg.update(overrides)
-  return cfg
+  return config_dict(parse_config(ImageNetConfig, overrides))
 
 
-def host_size(cfg) -> int:
-  hs = int(_get(cfg, "host_size", 0) or 0)
-  return hs or int(_get(cfg, "image_size", 224)) * 8 // 7
+def host_size(cfg: ImageNetConfig) -> int:
+  return int(cfg.host_size or 0) or int(cfg.image_size) * 8 // 7
 
 
 def _fixed_size(rec: dict, size: int, key: str = "image") -> dict:
@@ -66,16 +76,12 @@ def _fixed_size(rec: dict, size: int, key: str = "image") -> dict:
 
 def _sources(cfg):
   """(train, test) image/label sources at the host size."""
-  source = _get(cfg, "source", "tfds")
-  path = _get(cfg, "path", "")
-  key = _get(cfg, "image_key", "image")
+  source, path, key = cfg.source, cfg.path, cfg.image_key
   size = host_size(cfg)
   test = None
   if source == "tfds":
-    name = _get(cfg, "tfds_name", "imagenet2012")
-    data_dir = _get(cfg, "tfds_data_dir", "")
-    train = records.TfdsSource(name, "train", data_dir)
-    test = records.TfdsSource(name, "validation", data_dir)
+    train = records.TfdsSource(cfg.tfds_name, "train", cfg.tfds_data_dir)
+    test = records.TfdsSource(cfg.tfds_name, "validation", cfg.tfds_data_dir)
   elif source == "array_record":
     if not records.is_records_dir(path):
       raise DataError(f"data.source='array_record' needs data.path to a "
@@ -99,12 +105,11 @@ def _sources(cfg):
   fix = functools.partial(_fixed_size, size=size, key=key)
   train = records.Mapped(train, fix)
   if test is None:
-    n, k = len(train), int(_get(cfg, "test_size", 10_000))
+    n, k = len(train), int(cfg.test_size)
     if not 0 < k < n:
       raise DataError(f"{path or source}: no validation split; hold out "
                       f"0 < data.test_size < {n} training images")
-    idx = split_indices(n, {"test": k / n}, int(_get(cfg, "split_seed", 0))
-                        )["test"]
+    idx = split_indices(n, {"test": k / n}, int(cfg.split_seed))["test"]
     train, test = (records.Subset(train, np.setdiff1d(np.arange(n), idx)),
                    records.Subset(train, idx))
   else:
@@ -114,46 +119,48 @@ def _sources(cfg):
 
 def _meta(cfg, split, n_classes=1000) -> dict:
   return dict(num_classes=n_classes, image_size=host_size(cfg),
-              source=_get(cfg, "source", "tfds"), task="multiclass",
+              source=cfg.source, task="multiclass",
               split=split)
 
 
 def _num_classes(cfg) -> int:
-  path = _get(cfg, "path", "")
+  path = cfg.path
   if records.is_records_dir(path):
     names = records.read_records_meta(path).get("label_names") or []
     return len(names) or 1000
   return 1000
 
 
-def load_source(cfg, split: str):
+def load_source(data_config, split: str):
   """``pretrain``: the training images, file-backed (never in memory)."""
   if split != "pretrain":
     return None
+  cfg = parse_config(ImageNetConfig, data_config)
   train, _ = _sources(cfg)
   train.meta = dict(_meta(cfg, split, _num_classes(cfg)), file_backed=True)
   return train
 
 
-def load_split(cfg, split: str) -> ArrayDataset:
+def load_split(data_config, split: str) -> ArrayDataset:
   """An evaluation split in memory (at most ``eval_max_examples``)."""
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use {list(SPLITS)}")
+  cfg = parse_config(ImageNetConfig, data_config)
   train, test = _sources(cfg)
   src = test if split == "test" else train
-  val_size = int(_get(cfg, "val_size", 0) or 0)
+  val_size = int(cfg.val_size or 0)
   if split in ("train", "val") and val_size > 0:
     val = split_indices(len(train), {"val": val_size / len(train)},
-                        int(_get(cfg, "split_seed", 0)) + 1)["val"]
+                        int(cfg.split_seed) + 1)["val"]
     idx = val if split == "val" else np.setdiff1d(np.arange(len(train)), val)
     src = records.Subset(train, idx)
   elif split == "val":
     raise DataError("imagenet2012 has no 'val' split unless data.val_size > "
                     "0 (held out from the training images)")
-  cap = int(_get(cfg, "eval_max_examples", 10_000) or 0)
+  cap = int(cfg.eval_max_examples or 0)
   if cap and len(src) > cap:
     order = np.sort(np.random.default_rng(
-        [int(_get(cfg, "split_seed", 0)), 7]).permutation(len(src))[:cap])
+        [int(cfg.split_seed), 7]).permutation(len(src))[:cap])
     src = records.Subset(src, order)
   arrays = records.read_all(src, f"imagenet2012/{split}")
   return ArrayDataset(dict(image=arrays["image"],

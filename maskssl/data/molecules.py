@@ -46,6 +46,7 @@ The CSVs ship in ``maskssl/resources/moleculenet_*.csv[.gz]``;
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import importlib.resources
 import io
@@ -57,8 +58,8 @@ import numpy as np
 
 from maskssl.data import scaffold as scaffold_lib
 from maskssl.data import tokenizer
-from maskssl.data.base import ArrayDataset, DataError
-from maskssl.config_utils import cfg_get
+from maskssl.data.base import ArrayDataset, DataConfig, DataError
+from maskssl.data.base import config_dict, parse_config
 
 TOX21 = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER",
          "NR-ER-LBD", "NR-PPAR-gamma", "SR-ARE", "SR-ATAD5", "SR-HSE",
@@ -78,18 +79,33 @@ USER_TASKS = ("classification", "regression")
 SPLITS = ("pretrain", "train", "val", "test")
 
 
+@dataclasses.dataclass(frozen=True)
+class MoleculeNetConfig(DataConfig):
+  """``config.data`` of ``moleculenet`` (fields as in the module doc; the
+  pretraining corpus fields are also read by :mod:`maskssl.data.streams`)."""
+  name: str = "moleculenet"
+  task: str = "bbbp"          # a TASKS name, or "classification" | "regression"
+  data_dir: str = ""          # <dir>/<task>.csv instead of the embedded tables
+  path: str = ""              # the task's (or the user's own) table
+  test_path: str = ""         # a separate labelled test table
+  smiles_column: str = "smiles"
+  label_columns: str = ""     # comma-separated (own tables)
+  corpus: str = ""            # pretraining SMILES files, comma-separated
+  corpus_column: str = ""     # CSV column of the corpus (default: smiles)
+  corpus_max: int = 0         # seeded sample of the corpus (0: all)
+  exclude_eval_of: tuple = ()  # tasks whose val/test molecules are dropped
+  max_len: int = 128
+  pack: bool = True           # pretraining rows packed with SEP
+  pretrain_exclude_eval: bool = True
+  scaffold_backend: str = "auto"  # auto | rdkit | python
+  frac_train: float = 0.8
+  frac_val: float = 0.1
+  cls_loss: str = "mse_quirk"  # binary tasks: "mse_quirk" | "bce"
+  max_pretrain: int = 0       # first N pretraining rows (0: all)
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      name="moleculenet", task="bbbp", data_dir="", path="", test_path="",
-      smiles_column="smiles", label_columns="", corpus="",
-      corpus_column="", corpus_max=0, exclude_eval_of=(), max_len=128,
-      pack=True, pretrain_exclude_eval=True, scaffold_backend="auto",
-      frac_train=0.8, frac_val=0.1, cls_loss="mse_quirk", max_pretrain=0))
-  cfg.update(overrides)
-  return cfg
-
-
-_get = cfg_get
+  return config_dict(parse_config(MoleculeNetConfig, overrides))
 
 
 # ---------------------------------------------------------------- readers --
@@ -225,10 +241,9 @@ def read_smiles_file(path: str, column: str = "") -> list[str]:
 
 def _task_spec(cfg) -> tuple[str, str, tuple[str, ...], str]:
   """``(text, name, label columns, kind)`` of the labelled table."""
-  task = _get(cfg, "task", "bbbp")
-  path = _get(cfg, "path", "")
-  cols = tuple(c.strip() for c in str(_get(cfg, "label_columns", "") or ""
-                                       ).split(",") if c.strip())
+  task, path = cfg.task, cfg.path
+  cols = tuple(c.strip() for c in str(cfg.label_columns or "").split(",")
+               if c.strip())
   if task in USER_TASKS:
     if not path or not cols:
       raise DataError(f"data.task={task!r} (your own assay table) needs "
@@ -245,8 +260,7 @@ def _task_spec(cfg) -> tuple[str, str, tuple[str, ...], str]:
   stem, task_cols, kind = TASKS[task]
   if path:
     return _read_text(path, "data.path"), path, cols or task_cols, kind
-  return (*_task_text(stem, _get(cfg, "data_dir", "")), cols or task_cols,
-          kind)
+  return (*_task_text(stem, cfg.data_dir), cols or task_cols, kind)
 
 
 def _report_skipped(name, what, items, total):
@@ -291,17 +305,17 @@ def _parsed(text: str, name: str, cols: tuple, kind: str, smiles_column: str,
 def _labelled(cfg, test: bool = False):
   text, name, cols, kind = _task_spec(cfg)
   if test:
-    path = _get(cfg, "test_path", "")
+    path = cfg.test_path
     text, name = _read_text(path, "data.test_path"), path
-  return _parsed(text, name, cols, kind, _get(cfg, "smiles_column", "smiles"),
-                 _get(cfg, "scaffold_backend", "auto")), kind
+  return _parsed(text, name, cols, kind, cfg.smiles_column,
+                 cfg.scaffold_backend), kind
 
 
 def _split_idx(cfg):
+  cfg = parse_config(MoleculeNetConfig, cfg)
   (smiles, labels, scafs, skipped, backend), _ = _labelled(cfg)
-  ft, fv = float(_get(cfg, "frac_train", 0.8)), float(_get(cfg, "frac_val",
-                                                           0.1))
-  if _get(cfg, "test_path", ""):  # own test file: split train/val only
+  ft, fv = float(cfg.frac_train), float(cfg.frac_val)
+  if cfg.test_path:  # own test file: split train/val only
     ft, fv = ft / (ft + fv), fv / (ft + fv)
   parts = scaffold_lib.scaffold_split(scafs, ft, fv)
   return smiles, labels, parts, skipped, backend
@@ -309,63 +323,63 @@ def _split_idx(cfg):
 
 def _eval_smiles(cfg) -> set[str]:
   """Val/test molecules of ``data.exclude_eval_of`` (default data.task)."""
-  tasks = tuple(_get(cfg, "exclude_eval_of", ()) or ()) or (
-      _get(cfg, "task", "bbbp"),)
+  cfg = parse_config(MoleculeNetConfig, cfg)
+  tasks = tuple(cfg.exclude_eval_of or ()) or (cfg.task,)
   out = set()
   for task in tasks:
-    sub = ml_collections.ConfigDict(dict(cfg))
-    if task != _get(cfg, "task", "bbbp"):
-      sub.task, sub.path, sub.label_columns = task, "", ""
+    sub = cfg
+    if task != cfg.task:
+      sub = dataclasses.replace(cfg, task=task, path="", label_columns="")
     smiles, _, parts, _, _ = _split_idx(sub)
     out |= {smiles[i] for s in ("val", "test") for i in parts.get(s, ())}
-    if _get(sub, "test_path", ""):
+    if sub.test_path:
       out |= set(_labelled(sub, test=True)[0][0])
   return out
 
 
 def _pretrain_smiles(cfg) -> list[str]:
-  corpus = _get(cfg, "corpus", "")
+  corpus = cfg.corpus
   if corpus:
     smiles = []
     for path in (p.strip() for p in corpus.split(",") if p.strip()):
-      smiles += read_smiles_file(path, _get(cfg, "corpus_column", ""))
+      smiles += read_smiles_file(path, cfg.corpus_column)
   else:
     smiles = []
     for stem, cols, _ in TASKS.values():
-      text, name = _task_text(stem, _get(cfg, "data_dir", ""))
+      text, name = _task_text(stem, cfg.data_dir)
       smiles += read_table(text, name, ())[0]
-  limit = int(_get(cfg, "corpus_max", 0) or 0)
+  limit = int(cfg.corpus_max or 0)
   if limit and limit < len(smiles):  # seeded sample, file order kept
     pick = np.sort(np.random.default_rng(0).choice(len(smiles), limit,
                                                    replace=False))
     smiles = [smiles[i] for i in pick]
-  if _get(cfg, "pretrain_exclude_eval", True):
+  if cfg.pretrain_exclude_eval:
     exclude = _eval_smiles(cfg)
     smiles = [s for s in smiles if s not in exclude]
   return smiles
 
 
-def load_split(cfg, split: str) -> ArrayDataset:
+def load_split(data_config, split: str) -> ArrayDataset:
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use {list(SPLITS)}")
-  max_len = int(_get(cfg, "max_len", 128))
-  task = _get(cfg, "task", "bbbp")
+  cfg = parse_config(MoleculeNetConfig, data_config)
+  max_len, task = int(cfg.max_len), cfg.task
   meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
               max_len=max_len, task_name=task)
   if split == "pretrain":
     smiles = _pretrain_smiles(cfg)
-    if _get(cfg, "pack", True):
+    if cfg.pack:
       tokens, valid = tokenizer.pack(smiles, max_len)
     else:
       tokens, valid = tokenizer.encode(smiles, max_len)
-    limit = int(_get(cfg, "max_pretrain", 0) or 0)
+    limit = int(cfg.max_pretrain or 0)
     if limit:
       tokens, valid = tokens[:limit], valid[:limit]
-    meta.update(num_smiles=len(smiles), packed=bool(_get(cfg, "pack", True)))
+    meta.update(num_smiles=len(smiles), packed=bool(cfg.pack))
     return ArrayDataset(dict(tokens=tokens, valid=valid), meta)
   smiles, labels, parts, skipped, backend = _split_idx(cfg)
   _, kind = _labelled(cfg)
-  if split == "test" and _get(cfg, "test_path", ""):
+  if split == "test" and cfg.test_path:
     (smiles, labels, _, skipped_t, _), _ = _labelled(cfg, test=True)
     idx = np.arange(len(smiles))
     skipped = tuple(skipped) + tuple(skipped_t)
@@ -376,7 +390,7 @@ def load_split(cfg, split: str) -> ArrayDataset:
   tokens, valid = tokenizer.encode([smiles[i] for i in idx], max_len)
   _, cols, _ = (None, *_task_spec(cfg)[2:3], None)
   if kind == "binary":
-    loss = _get(cfg, "cls_loss", "mse_quirk")
+    loss = cfg.cls_loss
     if loss not in ("mse_quirk", "bce"):
       raise DataError(f"data.cls_loss must be 'mse_quirk' or 'bce', got "
                       f"{loss!r}")

@@ -32,14 +32,15 @@ fraction the sample gives 160 train / 40 val / 100 test.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
 from maskssl.data import images as images_lib
 from maskssl.data import records
-from maskssl.data.base import ArrayDataset, DataError
-from maskssl.config_utils import cfg_get
+from maskssl.data.base import ArrayDataset, DataConfig, DataError
+from maskssl.data.base import parse_config
 
 SPLITS = ("pretrain", "train", "val", "test")
 RESOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
@@ -47,7 +48,19 @@ RESOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
 CLASS_NAMES = ("normal", "tumour")
 
 
-_get = cfg_get
+@dataclasses.dataclass(frozen=True)
+class PCamConfig(DataConfig):
+  """``config.data`` of ``pcam`` (fields as in the module doc)."""
+  name: str = "pcam"
+  source: str = "auto"      # auto | embedded | tfds | path
+  path: str = ""
+  resize: int = 0           # shorter side (0: as stored)
+  crop: int = 0             # centre crop (0: none)
+  val_fraction: float = 0.2
+  test_fraction: float = 0.2
+  split_seed: int = 0
+  max_examples: int = 0     # cap per split (0: all)
+  tfds_data_dir: str = ""
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int):
@@ -64,7 +77,7 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int):
 
 
 def _finish(images, labels, split, cfg, meta) -> ArrayDataset:
-  cap = int(_get(cfg, "max_examples", 0) or 0)
+  cap = int(cfg.max_examples or 0)
   if cap:
     images, labels = images[:cap], labels[:cap]
   n_classes = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
@@ -76,11 +89,10 @@ def _finish(images, labels, split, cfg, meta) -> ArrayDataset:
 
 def _from_parts(parts: dict, split: str, cfg, meta) -> ArrayDataset:
   """``parts``: split name -> (images, labels) thunk; carve val/test."""
-  seed = int(_get(cfg, "split_seed", 0))
+  seed = int(cfg.split_seed)
   if "train" not in parts:                      # unsplit data
     images, labels = parts["all"]()
-    tr, te = _stratified_split(labels, float(_get(cfg, "test_fraction", 0.2)),
-                               seed + 1)
+    tr, te = _stratified_split(labels, float(cfg.test_fraction), seed + 1)
     parts = {"train": lambda: (images[tr], labels[tr]),
              "test": lambda: (images[te], labels[te])}
   if split == "pretrain":
@@ -95,8 +107,7 @@ def _from_parts(parts: dict, split: str, cfg, meta) -> ArrayDataset:
       return _finish(*parts["val"](), split, cfg, meta)
     return _finish(*parts["train"](), split, cfg, meta)
   images, labels = parts["train"]()
-  tr, va = _stratified_split(labels, float(_get(cfg, "val_fraction", 0.2)),
-                             seed)
+  tr, va = _stratified_split(labels, float(cfg.val_fraction), seed)
   idx = va if split == "val" else tr
   return _finish(images[idx], labels[idx], split, cfg, meta)
 
@@ -119,7 +130,7 @@ def _npz_parts(path: str) -> dict:
 
 
 def _folder_parts(root: str, cfg) -> dict:
-  resize, crop = _get(cfg, "resize", None), _get(cfg, "crop", None)
+  resize, crop = cfg.resize or None, cfg.crop or None
   read = lambda d: images_lib.read_image_folder(d, resize, crop)[:2]
   sub = {d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
   parts = {}
@@ -151,7 +162,7 @@ def _tfds(cfg, split: str) -> ArrayDataset:
           "test": "test"}[split]
   try:
     src = tfds.data_source("patch_camelyon", split=name,
-                           data_dir=_get(cfg, "tfds_data_dir", None))
+                           data_dir=cfg.tfds_data_dir or None)
   except Exception as e:
     raise DataError(
         f"TFDS patch_camelyon split {name!r} is not available "
@@ -159,7 +170,7 @@ def _tfds(cfg, split: str) -> ArrayDataset:
         "tfds.builder('patch_camelyon').download_and_prepare("
         "file_format='array_record') or set data.path") from e
   n = len(src)
-  cap = int(_get(cfg, "max_examples", 0) or 0)
+  cap = int(cfg.max_examples or 0)
   n = min(n, cap) if cap else n
   images = np.empty((n, 96, 96, 3), np.uint8)
   labels = np.empty((n,), np.int32)
@@ -174,10 +185,10 @@ def _tfds(cfg, split: str) -> ArrayDataset:
 def load_split(data_config, split: str) -> ArrayDataset:
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use one of {SPLITS}")
-  source = _get(data_config, "source", "auto") or "auto"
-  path = _get(data_config, "path", None)
+  cfg = parse_config(PCamConfig, data_config)
+  source, path = cfg.source or "auto", cfg.path
   if source == "tfds":
-    return _tfds(data_config, split)
+    return _tfds(cfg, split)
   if source == "path" or (source == "auto" and path):
     if not path:
       raise DataError("data.source='path' needs data.path")
@@ -188,16 +199,16 @@ def load_split(data_config, split: str) -> ArrayDataset:
       parts = _npz_parts(path)
     elif os.path.isfile(path) or records.is_records_dir(path):
       parts = {k: (lambda s=src: _decode(s, path)) for k, src in
-               _source_parts(path, data_config).items()}
+               _source_parts(path, cfg).items()}
     else:
-      parts = _folder_parts(path, data_config)
-    return _from_parts(parts, split, data_config, dict(source=path))
+      parts = _folder_parts(path, cfg)
+    return _from_parts(parts, split, cfg, dict(source=path))
   if source not in ("auto", "embedded"):
     raise DataError(f"unknown data.source {source!r}; use auto, embedded, "
                     "tfds or path")
   if not os.path.exists(RESOURCE):
     raise DataError(f"embedded PCam sample {RESOURCE} is missing")
-  return _from_parts(_npz_parts(RESOURCE), split, data_config,
+  return _from_parts(_npz_parts(RESOURCE), split, cfg,
                      dict(source="embedded:pcam_sample",
                           class_names=CLASS_NAMES))
 
@@ -224,7 +235,7 @@ def _labels(src) -> np.ndarray:
 def _source_parts(path: str, cfg) -> dict:
   """split name -> undecoded image/label source, as :func:`_folder_parts`
   names them (``"all"`` for unsplit data)."""
-  resize, crop = _get(cfg, "resize", None), _get(cfg, "crop", None)
+  resize, crop = cfg.resize or None, cfg.crop or None
   parts = {}
   if records.is_records_dir(path):
     for name in records.read_records_meta(path).get("splits", {}):
@@ -262,14 +273,13 @@ def _source_parts(path: str, cfg) -> dict:
 def load_source(data_config, split: str):
   """The pretraining split of folder / tar / converted / TFDS data as a
   file-backed source (None: in memory through :func:`load_split`)."""
-  source = _get(data_config, "source", "auto") or "auto"
-  path = _get(data_config, "path", None)
-  if split != "pretrain" or not records.file_backed(data_config, auto=True):
+  cfg = parse_config(PCamConfig, data_config)
+  source, path = cfg.source or "auto", cfg.path
+  if split != "pretrain" or not records.file_backed(cfg, auto=True):
     return None
   if source == "tfds":
     src = records.Mapped(records.TfdsSource(
-        "patch_camelyon", "train", _get(data_config, "tfds_data_dir", "")),
-        records.image_label)
+        "patch_camelyon", "train", cfg.tfds_data_dir), records.image_label)
     meta = dict(source="tfds:patch_camelyon", class_names=CLASS_NAMES)
     num_classes = 2
   elif (source == "path" or (source == "auto" and path)) and path and \
@@ -277,14 +287,13 @@ def load_source(data_config, split: str):
     path = os.path.expanduser(str(path))
     if not os.path.exists(path):
       raise DataError(f"data.path {path!r} does not exist")
-    parts = _source_parts(path, data_config)
+    parts = _source_parts(path, cfg)
     if "pretrain" in parts or "train" in parts:
       src = parts.get("pretrain") or parts["train"]
     else:  # unsplit: the training part of the stratified test split
-      tr, _ = _stratified_split(
-          _labels(parts["all"]), float(_get(data_config, "test_fraction",
-                                            0.2)),
-          int(_get(data_config, "split_seed", 0)) + 1)
+      tr, _ = _stratified_split(_labels(parts["all"]),
+                                float(cfg.test_fraction),
+                                int(cfg.split_seed) + 1)
       src = records.Subset(parts["all"], tr)
     labels = _labels(src)
     num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 \
@@ -292,7 +301,7 @@ def load_source(data_config, split: str):
     meta = dict(source=path)
   else:
     return None
-  cap = int(_get(data_config, "max_examples", 0) or 0)
+  cap = int(cfg.max_examples or 0)
   if cap:
     src = records.Subset(src, np.arange(min(cap, len(src))))
   src.meta = dict(meta, split=split, num_classes=num_classes,

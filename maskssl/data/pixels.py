@@ -18,6 +18,7 @@ every epoch; the shared SMA train step has no image augmentation hook).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -27,21 +28,27 @@ import numpy as np
 
 from maskssl.data import augment
 from maskssl.data import cifar
-from maskssl.data.base import ArrayDataset, DataError
-from maskssl.config_utils import cfg_get
+from maskssl.data.base import ArrayDataset, DataError, config_dict
+from maskssl.data.base import parse_config
 
 SPLITS = ("pretrain", "train", "val", "test")
 
 
+@dataclasses.dataclass(frozen=True)
+class PixelsConfig(cifar.Cifar10Config):
+  """``config.data`` of ``cifar10_pixels``: the ``cifar10`` fields (the
+  images) and the tokenisation (module doc)."""
+  name: str = "cifar10_pixels"
+  val_size: int = 200
+  image_size: int = 32      # tokens = image_size ** 2
+  num_crops: int = 2        # offline crops per pretraining image
+  crop_scale: tuple = (0.2, 1.0)
+  crop_seed: int = 0
+  chunk: int = 512          # images per jitted tokenisation call
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = cifar.default_config(name="cifar10_pixels", image_size=32,
-                             num_crops=2, crop_scale=(0.2, 1.0), crop_seed=0,
-                             val_size=200, chunk=512)
-  cfg.update(overrides)
-  return cfg
-
-
-_get = cfg_get
+  return config_dict(parse_config(PixelsConfig, overrides))
 
 
 @functools.partial(jax.jit, static_argnames=("size", "crop", "scale"))
@@ -76,19 +83,18 @@ def pixel_tokens(images: np.ndarray, size: int, crop: bool = False,
   return np.concatenate(out).astype(np.float32)
 
 
-def load_split(cfg, split: str) -> ArrayDataset:
+def load_split(data_config, split: str) -> ArrayDataset:
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use {list(SPLITS)}")
+  cfg = parse_config(PixelsConfig, data_config)
   src = cifar.load_split(cfg, split)
   images, labels = src.arrays["image"], src.arrays["label"]
-  size = int(_get(cfg, "image_size", 32))
-  chunk = int(_get(cfg, "chunk", 512))
+  size, chunk = int(cfg.image_size), int(cfg.chunk)
   if split == "pretrain":
-    scale = tuple(_get(cfg, "crop_scale", (0.2, 1.0)))
-    views = [pixel_tokens(images, size, True,
-                          int(_get(cfg, "crop_seed", 0)) * 1000 + c, scale,
-                          chunk)
-             for c in range(max(1, int(_get(cfg, "num_crops", 1))))]
+    scale = tuple(cfg.crop_scale)
+    views = [pixel_tokens(images, size, True, int(cfg.crop_seed) * 1000 + c,
+                          scale, chunk)
+             for c in range(max(1, int(cfg.num_crops)))]
     x = np.concatenate(views)
     labels = np.tile(labels, len(views))
   else:

@@ -43,6 +43,7 @@ without records raise :class:`DataError` naming the file and line.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import gzip
 import importlib.resources
@@ -54,8 +55,8 @@ import ml_collections
 import numpy as np
 
 from maskssl.data import tokenizer
-from maskssl.data.base import ArrayDataset, DataError
-from maskssl.config_utils import cfg_get
+from maskssl.data.base import ArrayDataset, DataConfig, DataError
+from maskssl.data.base import config_dict, parse_config
 
 AMINO = "ACDEFGHIKLMNPQRSTVWYBZXUO"
 DEEPLOC_CLASSES = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum",
@@ -64,16 +65,28 @@ DEEPLOC_CLASSES = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum",
 SPLITS = ("pretrain", "train", "val", "test")
 
 
+@dataclasses.dataclass(frozen=True)
+class ProteinsConfig(DataConfig):
+  """``config.data`` of ``proteins`` (fields as in the module doc; ``path``,
+  ``max_len``, ``unknown``, ``max_pretrain`` are also read by
+  :mod:`maskssl.data.streams`)."""
+  name: str = "proteins"
+  task: str = "deeploc"     # deeploc | gb1 | remote_homology | stability
+  data_dir: str = ""        # the full shared copies (and TAPE)
+  path: str = ""            # pretraining FASTA (or a converted directory)
+  max_len: int = 1024
+  val_fraction: float = 0.1  # DeepLoc: held out from its training set
+  split_seed: int = 0
+  unknown: str = "x"        # letters outside the alphabet: "x" | "error"
+  max_train: int = 0        # first N of each split (0: all)
+  max_eval: int = 0
+  max_pretrain: int = 0
+  pretrain_tasks: tuple = ()  # tasks whose training sequences pretrain
+  test_path: str = ""       # a labelled FASTA / CSV replacing the test split
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      name="proteins", task="deeploc", data_dir="", path="", max_len=1024,
-      val_fraction=0.1, split_seed=0, unknown="x", max_train=0, max_eval=0,
-      max_pretrain=0, pretrain_tasks=(), test_path=""))
-  cfg.update(overrides)
-  return cfg
-
-
-_get = cfg_get
+  return config_dict(parse_config(ProteinsConfig, overrides))
 
 
 # ------------------------------------------------------------------ FASTA --
@@ -274,14 +287,13 @@ def _tape(data_dir: str, task: str):
 
 def _labelled(cfg):
   """{split: (sequences, labels)}, meta."""
-  task = _get(cfg, "task", "deeploc")
-  data_dir = _get(cfg, "data_dir", "")
+  task, data_dir = cfg.task, cfg.data_dir
   if task == "deeploc":
-    d = _deeploc(data_dir, _get(cfg, "unknown", "x"))
+    d = _deeploc(data_dir, cfg.unknown)
     seqs, labels = d["train"]
     n = len(seqs)
-    perm = np.random.default_rng(int(_get(cfg, "split_seed", 0))).permutation(n)
-    nval = int(round(float(_get(cfg, "val_fraction", 0.1)) * n))
+    perm = np.random.default_rng(int(cfg.split_seed)).permutation(n)
+    nval = int(round(float(cfg.val_fraction) * n))
     val, tr = np.sort(perm[:nval]), perm[nval:]   # train: shuffled order
     parts = dict(train=([seqs[i] for i in tr], labels[tr]),
                  val=([seqs[i] for i in val], labels[val]), test=d["test"])
@@ -298,10 +310,10 @@ def _labelled(cfg):
   else:
     raise DataError(f"data.task must be one of deeploc, gb1, "
                     f"{', '.join(TAPE_TASKS)}; got {task!r}")
-  test_path = _get(cfg, "test_path", "")
+  test_path = cfg.test_path
   if test_path:
     _, seqs, labels, _ = read_sequence_records(
-        test_path, _get(cfg, "unknown", "x"), meta.get("label_names"))
+        test_path, cfg.unknown, meta.get("label_names"))
     if labels is None:
       raise DataError(f"{test_path}: data.test_path needs labels (a label / "
                       "target column, or DeepLoc-style FASTA descriptions)")
@@ -320,34 +332,32 @@ def _encode(seqs, max_len: int, what: str, meta: dict):
   return tokenizer.encode(seqs, max_len)
 
 
-def load_split(cfg, split: str) -> ArrayDataset:
+def load_split(data_config, split: str) -> ArrayDataset:
   if split not in SPLITS:
     raise DataError(f"unknown split {split!r}; use {list(SPLITS)}")
-  max_len = int(_get(cfg, "max_len", 1024))
+  cfg = parse_config(ProteinsConfig, data_config)
+  max_len = int(cfg.max_len)
   meta = dict(input_kind="bytes", vocab_size=tokenizer.VOCAB_SIZE,
-              max_len=max_len, task_name=_get(cfg, "task", "deeploc"))
+              max_len=max_len, task_name=cfg.task)
   if split == "pretrain":
-    path = _get(cfg, "path", "")
+    path = cfg.path
     if path:
-      _, _, seqs, n_unk = read_fasta(path, _get(cfg, "unknown", "x"))
+      _, _, seqs, n_unk = read_fasta(path, cfg.unknown)
       meta.update(unknown_letters=n_unk, source=path)
     else:
       seqs = []
-      tasks = tuple(_get(cfg, "pretrain_tasks", ()) or ()) or (
-          _get(cfg, "task", "deeploc"),)
+      tasks = tuple(cfg.pretrain_tasks or ()) or (cfg.task,)
       for t in tasks:
-        sub = ml_collections.ConfigDict(dict(cfg))
-        sub.task, sub.test_path = t, ""
+        sub = dataclasses.replace(cfg, task=t, test_path="")
         seqs += _labelled(sub)[0]["train"][0]
       meta.update(pretrain_tasks=list(tasks))
-    limit = int(_get(cfg, "max_pretrain", 0) or 0)
+    limit = int(cfg.max_pretrain or 0)
     seqs = seqs[:limit] if limit else seqs
     tokens, valid = _encode(seqs, max_len, "pretrain", meta)
     return ArrayDataset(dict(tokens=tokens, valid=valid), meta)
   parts, tmeta = _labelled(cfg)
   seqs, labels = parts[split]
-  limit = int(_get(cfg, "max_train" if split == "train" else "max_eval", 0)
-              or 0)
+  limit = int((cfg.max_train if split == "train" else cfg.max_eval) or 0)
   if limit:
     seqs, labels = seqs[:limit], labels[:limit]
   tokens, valid = _encode(seqs, max_len, split, meta)

@@ -127,11 +127,11 @@ class _File:
 
 
 def cache_dir(data_config=None) -> str:
-  from maskssl.config_utils import cfg_get  # pylint: disable=import-outside-toplevel
-  d = cfg_get(data_config, "cache_dir", "") or os.environ.get(
-      "MASKSSL_CACHE", "") or os.path.join(os.path.expanduser("~"), ".cache",
-                                           "maskssl")
-  return d
+  """``data_config.cache_dir`` (a :class:`~maskssl.data.base.LoaderConfig`),
+  else ``$MASKSSL_CACHE``, else ``~/.cache/maskssl``."""
+  own = data_config.cache_dir if data_config is not None else ""
+  return own or os.environ.get("MASKSSL_CACHE", "") or os.path.join(
+      os.path.expanduser("~"), ".cache", "maskssl")
 
 
 def seekable(path: str, cache: str) -> str:
@@ -688,8 +688,7 @@ def file_backed(data_config, auto: bool) -> bool:
   ``data.in_memory`` True/False forces it, ``"auto"`` (default) -> ``auto``
   (the data module's choice: images and big text files from files, the
   embedded samples in memory)."""
-  from maskssl.config_utils import cfg_get  # pylint: disable=import-outside-toplevel
-  v = cfg_get(data_config, "in_memory", "auto")
+  v = data_config.in_memory
   if v is None or (isinstance(v, str) and v.lower() in ("auto", "")):
     return bool(auto)
   if isinstance(v, str):
@@ -710,10 +709,7 @@ def text_size(path: str) -> int:
 def big_file(data_config, *paths: str) -> bool:
   """Any of ``paths`` (uncompressed) larger than ``data.in_memory_max_mb``
   (default 32)."""
-  from maskssl.config_utils import cfg_get  # pylint: disable=import-outside-toplevel
-  from maskssl.data.base import LOADER_FIELDS  # pylint: disable=import-outside-toplevel
-  limit = float(cfg_get(data_config, "in_memory_max_mb",
-                        LOADER_FIELDS["in_memory_max_mb"])) * 2 ** 20
+  limit = float(data_config.in_memory_max_mb) * 2 ** 20
   return any(p and os.path.isfile(p) and text_size(p) > limit
              for p in paths)
 

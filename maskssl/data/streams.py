@@ -44,13 +44,10 @@ from typing import Sequence
 
 import numpy as np
 
-from maskssl.config_utils import cfg_get
 from maskssl.data import records
 from maskssl.data import tokenizer
 from maskssl.data.base import ArrayDataset, DataError, split_indices
-from maskssl.data.tabular import _is_float, train_rows
-
-_get = cfg_get
+from maskssl.data.tabular import HiggsConfig, _is_float, train_rows
 
 
 def _stat_key(path: str) -> tuple:
@@ -386,11 +383,11 @@ def _higgs_arrays(feats, labels, mean, std) -> dict:
 
 
 def _higgs_tfds(cfg) -> bool:
-  return not _get(cfg, "path", "") and _get(cfg, "source", "") == "tfds"
+  return not cfg.path and cfg.source == "tfds"
 
 
 def _higgs_streaming(cfg) -> bool:
-  path = _get(cfg, "path", "")
+  path = cfg.path
   if records.is_records_dir(path):   # converted: always read by record
     return True
   if _higgs_tfds(cfg):   # TFDS data_source: by row unless in_memory=True
@@ -402,30 +399,28 @@ def _higgs_streaming(cfg) -> bool:
 @functools.lru_cache(maxsize=4)
 def _higgs_parts(key: tuple):
   """Everything a split needs, computed once per process."""
-  cfg = dict(key)
+  cfg, stat, cache = key
   from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
-  path = cfg["path"]
-  table = _table(cfg["stat"], cfg["label_column"], cfg["max_rows"],
-                 cfg["bad_records"], cfg["cache"])
-  test_path = cfg["test_path"]
+  table = _table(stat, cfg.label_column, cfg.max_rows, cfg.bad_records, cache)
+  test_path = cfg.test_path
   parts = tabular.held_parts(cfg, len(table), own_test=not test_path)
   held = np.concatenate([parts["val"], parts.get("test", [])]).astype(np.int64)
   held_x = table.features(np.sort(held))
   test = None
   if test_path:
-    tx, ty = tabular._load_all("", test_path, cfg["label_column"], 0, "")  # pylint: disable=protected-access
+    tx, ty = tabular._load_all("", test_path, cfg.label_column, 0, "")  # pylint: disable=protected-access
     test = (tx, ty)
     held_x = np.concatenate([held_x, tx])
-  extra = tabular._extra_rows(cfg["pretrain_extra"], cfg["label_column"])  # pylint: disable=protected-access
+  extra = tabular._extra_rows(cfg.pretrain_extra, cfg.label_column)  # pylint: disable=protected-access
   if len(extra):
     extra = tabular._drop_rows_in(extra, held_x)  # pylint: disable=protected-access
   mean = std = None
-  if cfg["feature_norm"] == "zscore":
+  if cfg.feature_norm == "zscore":
     mean, std = table.stats_without(held, extra)
     std = np.where(std > 0, std, 1.0)
-  elif cfg["feature_norm"] != "none":
+  elif cfg.feature_norm != "none":
     raise DataError(f"data.feature_norm must be 'zscore' or 'none', got "
-                    f"{cfg['feature_norm']!r}")
+                    f"{cfg.feature_norm!r}")
   meta = dict(task="binary", num_classes=2,
               num_features=tabular.NUM_FEATURES, input_kind="continuous",
               columns=tabular.HIGGS_COLUMNS,
@@ -437,21 +432,21 @@ def _higgs_parts(key: tuple):
   return table, parts, held, extra, mean, std, meta, test
 
 
-def _higgs_key(cfg) -> tuple:
-  from maskssl.data import tabular  # pylint: disable=import-outside-toplevel
-  d = tabular.default_config()
-  g = lambda k: _get(cfg, k, d.get(k))
-  return tuple(sorted(dict(
-      path=g("path"), label_column=g("label_column"),
-      max_rows=int(g("max_rows") or 0),
-      bad_records=_get(cfg, "bad_records", "error"),
-      cache=records.cache_dir(cfg), test_size=int(g("test_size")),
-      val_size=int(g("val_size")), split_seed=int(g("split_seed")),
-      train_pool_size=int(g("train_pool_size")),
-      test_path=g("test_path") or "", pretrain_extra=g("pretrain_extra") or "",
-      feature_norm=g("feature_norm"),
-      stat=((TFDS_HIGGS, g("tfds_data_dir") or "") if _higgs_tfds(cfg)
-            else _stat_key(g("path")))).items()))
+def _higgs_key(cfg: HiggsConfig) -> tuple:
+  """What the splits depend on: the fields that shape them (the others at
+  their defaults, so e.g. ``threads`` shares the cache entry), the file's
+  stat (or the TFDS directory) and the cache directory."""
+  shape = HiggsConfig(
+      path=cfg.path, label_column=cfg.label_column,
+      max_rows=int(cfg.max_rows or 0), bad_records=cfg.bad_records,
+      test_size=int(cfg.test_size), val_size=int(cfg.val_size),
+      split_seed=int(cfg.split_seed),
+      train_pool_size=int(cfg.train_pool_size),
+      test_path=cfg.test_path or "", pretrain_extra=cfg.pretrain_extra or "",
+      feature_norm=cfg.feature_norm)
+  stat = ((TFDS_HIGGS, cfg.tfds_data_dir or "") if _higgs_tfds(cfg)
+          else _stat_key(cfg.path))
+  return shape, stat, records.cache_dir(cfg)
 
 
 def higgs_source(cfg, split: str):
@@ -463,7 +458,7 @@ def higgs_source(cfg, split: str):
     feats, labels = test
   elif split in parts or split == "train":
     rows = (parts[split] if split != "train" else
-            train_rows(dict(key), len(table), held))
+            train_rows(key[0], len(table), held))
     order = np.argsort(rows)
     feats = np.empty((len(rows), len(table.shift)), np.float32)
     feats[order] = table.features(rows[order])
@@ -767,44 +762,39 @@ class FastaRows:
 
 # -------------------------------------------------------------- registry --
 def load_source(cfg, split: str):
-  """A file-backed split for ``cfg.name``, or None (load it in memory)."""
-  name = _get(cfg, "name", "")
-  path = _get(cfg, "path", "")
+  """A file-backed split for ``cfg.name``, or None (load it in memory);
+  ``cfg``: the data set's schema (:func:`maskssl.data.data_schema`)."""
+  name, path = cfg.name, cfg.path
   if name == "higgs":
     return higgs_source(cfg, split) if _higgs_streaming(cfg) else None
   if split != "pretrain":
     return None
   if name == "moleculenet":
-    corpus = [p.strip() for p in str(_get(cfg, "corpus", "") or "").split(
-        ",") if p.strip()]
+    corpus = [p.strip() for p in str(cfg.corpus or "").split(",")
+              if p.strip()]
     # converted directories are always read by record (like HIGGS shards)
     if not corpus or not records.file_backed(cfg, auto=records.big_file(
         cfg, *corpus) or any(map(records.is_records_dir, corpus))):
       return None
     from maskssl.data import molecules  # pylint: disable=import-outside-toplevel
-    exclude = frozenset(molecules._eval_smiles(cfg) if _get(  # pylint: disable=protected-access
-        cfg, "pretrain_exclude_eval", True) else ())
-    src = SmilesRows(corpus, _get(cfg, "corpus_column", "") or "",
-                     int(_get(cfg, "max_len", 128)),
-                     bool(_get(cfg, "pack", True)),
-                     int(_get(cfg, "corpus_max", 0) or 0), exclude,
-                     int(_get(cfg, "max_pretrain", 0) or 0),
-                     records.cache_dir(cfg))
-    src.meta["task_name"] = _get(cfg, "task", "bbbp")
+    exclude = frozenset(molecules._eval_smiles(cfg)  # pylint: disable=protected-access
+                        if cfg.pretrain_exclude_eval else ())
+    src = SmilesRows(corpus, cfg.corpus_column or "", int(cfg.max_len),
+                     bool(cfg.pack), int(cfg.corpus_max or 0), exclude,
+                     int(cfg.max_pretrain or 0), records.cache_dir(cfg))
+    src.meta["task_name"] = cfg.task
     return src
   if not path or not records.file_backed(cfg, auto=records.big_file(
       cfg, path) or records.is_records_dir(path)):
     return None
   if name == "proteins":
-    return FastaRows(path, int(_get(cfg, "max_len", 1024)),
-                     _get(cfg, "unknown", "x"),
-                     int(_get(cfg, "max_pretrain", 0) or 0),
-                     records.cache_dir(cfg))
+    return FastaRows(path, int(cfg.max_len), cfg.unknown,
+                     int(cfg.max_pretrain or 0), records.cache_dir(cfg))
   return None
 
 
 def load_split(cfg, split: str):
   """Evaluation splits read from the file (HIGGS), or None."""
-  if _get(cfg, "name", "") == "higgs" and _higgs_streaming(cfg):
+  if cfg.name == "higgs" and _higgs_streaming(cfg):
     return higgs_source(cfg, split)
   return None

@@ -20,6 +20,7 @@ Each example: ``x (28, 1) float32``, ``valid (28,) bool`` (all True),
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import importlib.resources
 import os
@@ -28,7 +29,8 @@ import sys
 import ml_collections
 import numpy as np
 
-from maskssl.data.base import ArrayDataset, DataError, split_indices
+from maskssl.data.base import ArrayDataset, DataConfig, DataError
+from maskssl.data.base import config_dict, parse_config, split_indices
 
 NUM_FEATURES = 28
 HIGGS_COLUMNS = (
@@ -40,14 +42,27 @@ HIGGS_COLUMNS = (
     "m_wbb", "m_wwbb")
 
 
+@dataclasses.dataclass(frozen=True)
+class HiggsConfig(DataConfig):
+  """``config.data`` of ``higgs`` (fields as in the module doc; also read
+  by the file-backed source in :mod:`maskssl.data.streams`)."""
+  name: str = "higgs"
+  source: str = "embedded"   # "embedded" | "tfds" (without a path)
+  path: str = ""             # CSV / CSV.gz or a converted directory
+  tfds_data_dir: str = ""
+  max_rows: int = 0          # read at most this many rows (0: all)
+  split_seed: int = 0
+  test_size: int = 1500
+  val_size: int = 1000
+  train_pool_size: int = 1500
+  feature_norm: str = "zscore"   # "zscore" | "none"
+  label_column: str = "last"     # "last" | "first" | "none"
+  pretrain_extra: str = ""   # "embedded" and/or CSV paths, comma-separated
+  test_path: str = ""
+
+
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = ml_collections.ConfigDict(dict(
-      name="higgs", source="embedded", path="", tfds_data_dir="",
-      max_rows=0, split_seed=0, test_size=1500, val_size=1000,
-      train_pool_size=1500, feature_norm="zscore", label_column="last",
-      pretrain_extra="", test_path=""))
-  cfg.update(overrides)
-  return cfg
+  return config_dict(parse_config(HiggsConfig, overrides))
 
 
 # ---------------------------------------------------------------- readers --
@@ -125,14 +140,14 @@ def _is_float(s: str) -> bool:
     return False
 
 
-def _tfds(cfg) -> tuple[np.ndarray, np.ndarray]:
+def _tfds(tfds_data_dir: str, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:  # pragma: no cover - core dependency
     raise DataError("data.source='tfds' needs tensorflow-datasets") from e
   try:
     src = tfds.data_source("higgs", split="train",
-                           data_dir=cfg.tfds_data_dir or None,
+                           data_dir=tfds_data_dir or None,
                            download=False)
   except Exception as e:
     raise DataError(
@@ -140,7 +155,7 @@ def _tfds(cfg) -> tuple[np.ndarray, np.ndarray]:
         f"({type(e).__name__}: {str(e)[:200]}). Prepare it once with "
         "`tfds build higgs --file_format=array_record` (needs the [tf] "
         "extra and network), or pass --config.data.path=HIGGS.csv") from e
-  n = len(src) if not cfg.max_rows else min(len(src), int(cfg.max_rows))
+  n = len(src) if not max_rows else min(len(src), int(max_rows))
   x = np.empty((n, NUM_FEATURES), np.float32)
   y = np.empty((n,), np.int32)
   chunk = 65536
@@ -161,40 +176,40 @@ def _load_all(source: str, path: str, label_column: str, max_rows: int,
     x, y = _embedded()
     return (x[:max_rows], y[:max_rows]) if max_rows else (x, y)
   if source == "tfds":
-    cfg = ml_collections.ConfigDict(dict(tfds_data_dir=tfds_data_dir,
-                                         max_rows=max_rows))
-    return _tfds(cfg)
+    return _tfds(tfds_data_dir, max_rows)
   raise DataError(f"data.source must be 'embedded' or 'tfds' (or set "
                   f"data.path), got {source!r}")
 
 
-def held_parts(cfg, n: int, own_test: bool = True) -> dict[str, np.ndarray]:
+def held_parts(cfg: HiggsConfig, n: int, own_test: bool = True
+               ) -> dict[str, np.ndarray]:
   """The held-out ``val`` (and ``test`` unless ``own_test`` is False) row
   indices of an ``n``-row table (also used by the file-backed source)."""
-  test = int(cfg["test_size"]) if own_test else 0
-  val = int(cfg["val_size"])
+  test = int(cfg.test_size) if own_test else 0
+  val = int(cfg.val_size)
   if test + val >= n:
     raise DataError(f"data set has {n} rows, too few for test_size={test} + "
                     f"val_size={val} and a pretraining split")
   parts = split_indices(n, dict(test=test / n, val=val / n),
-                        cfg["split_seed"])
+                        cfg.split_seed)
   if not own_test:
     parts.pop("test", None)
   return parts
 
 
-def train_rows(cfg, n: int, held: np.ndarray) -> np.ndarray:
+def train_rows(cfg: HiggsConfig, n: int, held: np.ndarray) -> np.ndarray:
   """The labelled pool: the first ``train_pool_size`` pretraining rows (all
   rows not in ``held``) in a seeded order."""
   keep = np.ones(n, bool)
   keep[held] = False
   pretrain = np.flatnonzero(keep)
-  order = np.random.default_rng([int(cfg["split_seed"]), 1]).permutation(
+  order = np.random.default_rng([int(cfg.split_seed), 1]).permutation(
       len(pretrain))
-  return pretrain[order[:min(int(cfg["train_pool_size"]), len(pretrain))]]
+  return pretrain[order[:min(int(cfg.train_pool_size), len(pretrain))]]
 
 
 def _splits(cfg, n: int, own_test: bool = True) -> dict[str, np.ndarray]:
+  cfg = parse_config(HiggsConfig, cfg)
   parts = held_parts(cfg, n, own_test)
   held = np.concatenate([parts["val"], parts.get("test", [])]).astype(int)
   keep = np.ones(n, bool)
@@ -226,14 +241,14 @@ def _drop_rows_in(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
   return x[keep]
 
 
-def load_split(cfg, split: str) -> ArrayDataset:
-  label_column = cfg.get("label_column", "last")
-  x, y = _load_all(cfg.get("source", "embedded"), cfg.get("path", ""),
-                   label_column, int(cfg.get("max_rows", 0)),
-                   cfg.get("tfds_data_dir", ""))
+def load_split(data_config, split: str) -> ArrayDataset:
+  cfg = parse_config(HiggsConfig, data_config)
+  label_column = cfg.label_column
+  x, y = _load_all(cfg.source, cfg.path, label_column, int(cfg.max_rows),
+                   cfg.tfds_data_dir)
   if x.shape[1] != NUM_FEATURES:
     raise DataError(f"expected {NUM_FEATURES} features, got {x.shape[1]}")
-  test_path = cfg.get("test_path", "")
+  test_path = cfg.test_path
   parts = _splits(cfg, len(x), own_test=not test_path)
   if split not in parts and not (split == "test" and test_path):
     raise DataError(f"unknown split {split!r}; use {sorted(parts)}")
@@ -251,7 +266,7 @@ def load_split(cfg, split: str) -> ArrayDataset:
             "appear in data.path (they are not excluded from training)",
             file=sys.stderr)
   pre_x = x[parts["pretrain"]]
-  extra = _extra_rows(cfg.get("pretrain_extra", "") or "", label_column)
+  extra = _extra_rows(cfg.pretrain_extra or "", label_column)
   n_extra = 0
   if len(extra):
     extra = _drop_rows_in(extra, held_x)
@@ -267,7 +282,7 @@ def load_split(cfg, split: str) -> ArrayDataset:
   meta = dict(task="binary", num_classes=2, num_features=NUM_FEATURES,
               input_kind="continuous", columns=HIGGS_COLUMNS,
               pretrain_rows=len(pre_x), pretrain_extra_rows=n_extra)
-  norm = cfg.get("feature_norm", "zscore")
+  norm = cfg.feature_norm
   if norm == "zscore":
     # float64 statistics: float32 sums over ~20k rows are off by ~1e-4.
     ref64 = pre_x.astype(np.float64)

@@ -118,7 +118,8 @@ def save_state_dict(path: str, tensors: Mapping[str, np.ndarray],
 
 
 # ---- trees -------------------------------------------------------------------
-def _get(tree, path):
+def _at(tree, path):
+  """The node of a nested dict at the key sequence ``path``."""
   node = tree
   for k in path:
     node = node[k]
@@ -187,7 +188,7 @@ def from_state_dict(sd: Mapping[str, np.ndarray], rules: Sequence[Rule], *,
       continue
     a = r.layout.to_flax(np.asarray(sd[r.torch]))
     if shapes is not None:
-      want = tuple(_get(shapes, r.path).shape)
+      want = tuple(_at(shapes, r.path).shape)
       if tuple(a.shape) != want:
         misshaped.append(f"{r.torch}: {tuple(np.shape(sd[r.torch]))} -> "
                          f"{tuple(a.shape)} for {_fmt(r.path)}, model "
@@ -215,7 +216,7 @@ def to_state_dict(variables: Mapping, rules: Sequence[Rule],
   order, which is the torch module order when the rules are written so)."""
   out = {}
   for r in rules:
-    a = r.layout.to_torch(np.asarray(_get(variables, r.path)))
+    a = r.layout.to_torch(np.asarray(_at(variables, r.path)))
     if dtype is not None and np.issubdtype(a.dtype, np.floating):
       a = a.astype(dtype)
     out[r.torch] = a

@@ -63,12 +63,9 @@ from maskssl.masks import mscn
 from maskssl.methods.base import Method, gradient_step, optax_state
 from maskssl.models import heads
 from maskssl.models import resnet as resnet_lib
-from maskssl.config_utils import cfg_get, from_config
+from maskssl.config_utils import from_config
 
 LOSSES = ("simclr", "barlow_twins", "vicreg")
-
-
-_get = cfg_get
 
 
 # --------------------------------------------------------------------------
@@ -207,7 +204,7 @@ class Siamese(Method):
     self.projector = build_projector(config.model, self.loss_name)
     self.aug = config.get("augment", None) or default_augment_config()
     self.mcfg = config.get("mscn", None) or mscn.default_config()
-    if _get(self.mcfg, "enabled", False):
+    if self.mcfg.enabled:
       mscn.kind_probs(self.mcfg)            # validate early
     self.image_key = config.data.get("image_key", "image")
     self.total_steps = max(int(config.get("total_steps", 0) or 0), 1)
@@ -216,7 +213,7 @@ class Siamese(Method):
   # ---- helpers ------------------------------------------------------------
   @property
   def masking(self) -> bool:
-    return bool(_get(self.mcfg, "enabled", False))
+    return bool(self.mcfg.enabled)
 
   def _normalize(self, x01):
     return aug_lib.normalize(x01, tuple(self.aug.mean), tuple(self.aug.std))
@@ -237,7 +234,7 @@ class Siamese(Method):
     x = aug_lib.to_float(images)
     x = aug_lib.random_resized_crop(k_crop, x, int(a.size), tuple(a.scale),
                                     tuple(a.ratio), float(a.flip_p))
-    photometric = _get(a, "photometric", "none")
+    photometric = a.photometric
     if photometric == "simclr":
       if a.jitter_p > 0:
         x = aug_lib.color_jitter(k_jit, x, a.brightness, a.contrast,
