@@ -183,5 +183,6 @@ def get_config(arg=None):
     c.optim.update(lr=1e-3, warmup_steps=5, end_lr=1e-5)
     c.evals.linear_probe.epochs = 30
     c.evals.linear_probe.warmup_epochs = 3
+    c.evals.linear_probe.bn_momentum = None    # 30 steps: cumulative average
   c.evals.linear_probe.size = c.model.image_size   # crop once, to the input
   return c

@@ -40,6 +40,17 @@ def test_batchnorm_without_affine_train_and_running_statistics():
   assert same is new
 
 
+def test_batchnorm_momentum_none_is_the_cumulative_average():
+  st = lp.init_norm_stats(2, "batchnorm")
+  a, b = jnp.asarray(X[:2]), jnp.asarray(X[2:])
+  for x in (a, b):
+    _, st = lp.norm_apply(x, st, "batchnorm", train=True, momentum=None)
+  # batch means (2, 2), (6, 4); unbiased variances (2, 0), (2, 8)
+  np.testing.assert_allclose(st["mean"], [4.0, 3.0], rtol=1e-6)
+  np.testing.assert_allclose(st["var"], [2.0, 4.0], rtol=1e-6)
+  assert int(st["count"]) == 2
+
+
 def test_batchnorm_scalar_shares_one_variance():
   stats = lp.init_norm_stats(2, "batchnorm_scalar")
   y, new = lp.norm_apply(jnp.asarray(X), stats, "batchnorm_scalar",
@@ -186,6 +197,22 @@ def test_end_to_end_probe_on_separable_images(monkeypatch, tmp_path):
   saved = json.load(open(tmp_path / "linear_probe.json"))
   assert (saved["num_train"], saved["num_test"], saved["size"],
           saved["norm"]) == (96, 60, 10, "batchnorm")
+  assert ev.run({"scale": jnp.float32(1.0)}, None) == res   # deterministic
+
+
+def test_fixed_features_with_batchnorm_keep_running_statistics():
+  rs = np.random.RandomState(0)
+  y = np.arange(256) % 2
+  x = rs.randn(256, 4).astype(np.float32) + 5.0
+  x[:, 1] += np.where(y == 1, 3.0, -3.0)
+  res, head = lp.probe_scores(x[:128], y[:128], x[128:], y[128:],
+                              norm="batchnorm", epochs=20, batch_size=32,
+                              warmup_epochs=0, return_head=True)
+  assert res["accuracy"] >= 0.97      # classes 6 noise-stds apart
+  # 80 steps of momentum 0.1 from (0, 1): the running mean is the data's
+  np.testing.assert_allclose(head["stats"]["mean"], x[:128].mean(0),
+                             atol=0.3)
+  np.testing.assert_allclose(head["stats"]["var"], x[:128].var(0), rtol=0.3)
 
 
 def test_metamask_probe_input_depends_on_the_mask():

@@ -109,22 +109,23 @@ def standardize(train_x: np.ndarray, *others: np.ndarray, eps: float = 1e-6):
 
 
 def init_norm_stats(dim: int, norm: str) -> dict:
-  """Running statistics of ``norm`` (torch's initial mean 0, var 1)."""
-  if norm == "batchnorm":
-    return dict(mean=jnp.zeros((dim,)), var=jnp.ones((dim,)))
-  if norm in ("batchnorm_scalar", "standardize"):
-    return dict(mean=jnp.zeros((dim,)),
-                var=jnp.ones(() if norm == "batchnorm_scalar" else (dim,)))
+  """Running statistics of ``norm`` (torch's initial mean 0, var 1, and
+  ``count``, torch's ``num_batches_tracked``)."""
+  if norm in ("batchnorm", "batchnorm_scalar", "standardize"):
+    var_shape = () if norm == "batchnorm_scalar" else (dim,)
+    return dict(mean=jnp.zeros((dim,)), var=jnp.ones(var_shape),
+                count=jnp.zeros((), jnp.int32))
   return {}
 
 
 def norm_apply(x, stats: dict, norm: str, *, train: bool, eps: float = 1e-6,
-               momentum: float = 0.1):
+               momentum: float | None = 0.1):
   """``(normalised x, new stats)`` for features ``x`` (B, D).
 
   Batchnorm norms: ``train`` uses the batch's mean / biased variance and
   moves the running ones by ``momentum`` (torch ``BatchNorm1d``: the running
-  variance takes the unbiased batch variance); otherwise the running ones.
+  variance takes the unbiased batch variance; ``momentum=None`` is torch's
+  cumulative average over the batches seen); otherwise the running ones.
   ``standardize`` always uses ``stats`` (fixed train-split statistics)."""
   if norm in ("none",):
     return x, stats
@@ -141,8 +142,10 @@ def norm_apply(x, stats: dict, norm: str, *, train: bool, eps: float = 1e-6,
   var = jnp.mean(sq, 0) if norm == "batchnorm" else jnp.mean(sq)
   y = (x - mu) * jax.lax.rsqrt(var + eps)
   unbiased = var * (n / max(n - 1, 1))
-  new = dict(mean=(1 - momentum) * stats["mean"] + momentum * mu,
-             var=(1 - momentum) * stats["var"] + momentum * unbiased)
+  count = stats["count"] + 1
+  m = 1.0 / count.astype(x.dtype) if momentum is None else momentum
+  new = dict(mean=(1 - m) * stats["mean"] + m * mu,
+             var=(1 - m) * stats["var"] + m * unbiased, count=count)
   return y, new
 
 
@@ -249,7 +252,7 @@ def head_step(tx, norm: str, eps: float, momentum: float):
 def fit_probe(train_x, train_y, num_classes: int, *, norm: str = "none",
               epochs: int = 90, batch_size: int = 512, warmup_epochs: int = 10,
               optim=None, seed: int = 0, bn_eps: float = 1e-6,
-              bn_momentum: float = 0.1) -> dict:
+              bn_momentum: float | None = 0.1) -> dict:
   """Head ``dict(params=dict(w, b), stats)`` trained on fixed features:
   one ``lax.scan`` over epochs of shuffled minibatches (the last partial
   batch dropped). ``norm="standardize"``: exact train statistics."""
@@ -263,7 +266,8 @@ def fit_probe(train_x, train_y, num_classes: int, *, norm: str = "none",
   if norm == "standardize":
     xs = np.asarray(train_x, np.float64)
     head["stats"] = dict(mean=jnp.asarray(xs.mean(0), jnp.float32),
-                         var=jnp.asarray(xs.var(0), jnp.float32))
+                         var=jnp.asarray(xs.var(0), jnp.float32),
+                         count=jnp.asarray(n, jnp.int32))
   step = head_step(tx, norm, bn_eps, bn_momentum)
 
   def epoch(carry, key):
@@ -319,14 +323,16 @@ def probe_scores(train_x, train_y, test_x, test_y, *, num_classes=None,
 class LinearProbe:
   """Linear probe on frozen ``fns["encode"]`` features (see module doc).
 
-  Fields (defaults: the SD-MAE / MAE linear probe, spec of arXiv
-  2203.16983's code; the configs set each method's values):
+  Fields (defaults: the SD-MAE / MAE linear probe, from SD-MAE's code, Luo
+  et al., arXiv 2203.16983; the configs set each method's values):
     augment: ``True`` reference protocol (per-epoch crops + flip), ``False``
       fixed features, ``None`` (default) = ``True`` for image data (a 4-D
       ``image_key`` array in the training split), else ``False``.
     norm: one of :data:`NORMS` (default ``"batchnorm"``: the MAE head).
     bn_eps, bn_momentum: BatchNorm eps (1e-6, MAE) and running-statistics
-      momentum (0.1, torch).
+      momentum (0.1, torch; ``None``: the cumulative average, torch's
+      ``momentum=None`` -- for short probes, where the initial running
+      variance 1 would still outweigh features of small variance).
     size: crop size fed to ``encode`` (``None``: the image's shorter side).
       Set it to the encoder's input size when that differs from the data
       (PCam 96 px into a ViT at 224), so the crop is resized once.
@@ -348,7 +354,7 @@ class LinearProbe:
   def __init__(self, fns, data, *, train_split: str = "train",
                test_split: str = "test", augment: bool | None = None,
                norm: str = "batchnorm", bn_eps: float = 1e-6,
-               bn_momentum: float = 0.1, size: int | None = None,
+               bn_momentum: float | None = 0.1, size: int | None = None,
                crop_scale: Sequence[float] = (0.08, 1.0),
                crop_ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
                flip_p: float = 0.5, test_crop: float = 0.875,
@@ -383,7 +389,8 @@ class LinearProbe:
           "cancels the method's per-dimension mask; 'batchnorm_scalar', "
           "'l2' or 'none' keep it", norm)
     self.augment, self.norm = augment, norm
-    self.bn_eps, self.bn_momentum = float(bn_eps), float(bn_momentum)
+    self.bn_eps = float(bn_eps)
+    self.bn_momentum = None if bn_momentum is None else float(bn_momentum)
     self.size = None if size is None else int(size)
     self.crop_scale = tuple(float(v) for v in crop_scale)
     self.crop_ratio = tuple(float(v) for v in crop_ratio)
