@@ -173,3 +173,92 @@ def test_pcam_folder_and_npz_paths(tmp_path):
   with pytest.raises(DataError, match="does not exist"):
     pcam.load_split(ml_collections.ConfigDict(dict(path=str(tmp_path / "x"))),
                     "train")
+
+
+def _pcam_tree(root, splits=(("train", 10), ("test", 4)), size=8):
+  """``root/[split/]{0,1}/i.png`` (PIL-written), ``n`` images per class."""
+  from PIL import Image
+  rs = np.random.RandomState(3)
+  for split, n in splits:
+    for c in ("0", "1"):
+      d = root / split / c if split else root / c
+      d.mkdir(parents=True)
+      for i in range(n):
+        Image.fromarray(rs.randint(0, 256, (size, size, 3)).astype(
+            np.uint8)).save(d / f"{i:02d}.png")
+  return root
+
+
+def _tar(root, out):
+  import tarfile
+  with tarfile.open(out, "w") as tf:
+    for name in sorted(p.name for p in root.iterdir()):
+      tf.add(root / name, arcname=name)
+  return str(out)
+
+
+def _count_decodes(monkeypatch):
+  from maskssl.data import records
+  decoded = []
+  tar_read = records.ImageFiles.__getitem__
+  monkeypatch.setattr(records.ImageFiles, "__getitem__",
+                      lambda self, i: (decoded.append(i),
+                                       tar_read(self, i))[1])
+  file_read = images_lib.decode_image
+  monkeypatch.setattr(images_lib, "decode_image",
+                      lambda *a, **k: (decoded.append(a[0]),
+                                       file_read(*a, **k))[1])
+  return decoded
+
+
+@pytest.mark.parametrize("kind", ["tar", "folder"])
+def test_pcam_carved_splits_decode_only_their_images(tmp_path, kind,
+                                                     monkeypatch):
+  from maskssl.data import records
+  root = _pcam_tree(tmp_path / "pc")
+  path = _tar(root, tmp_path / "pc.tar") if kind == "tar" else str(root)
+  # the old rule: decode the whole train split, carve val from its labels
+  classes = ["0", "1"]
+  whole = {s: records.read_all(records.Mapped(records.ImageFiles(
+      str(root / s), None, classes), records.image_label))
+           for s in ("train", "test")}
+  tr, va = pcam._stratified_split(whole["train"]["label"], 0.2, 5)
+  want = {"pretrain": np.arange(20), "train": tr, "val": va}
+  decoded = _count_decodes(monkeypatch)
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=path, split_seed=5))
+  sizes = {"pretrain": 20, "train": 16, "val": 4, "test": 8}
+  for split, n in sizes.items():
+    del decoded[:]
+    ds = load_split(cfg, split)
+    assert len(decoded) == n == len(ds), split
+    ref = whole["test" if split == "test" else "train"]
+    idx = want.get(split, np.arange(8))
+    np.testing.assert_array_equal(ds.arrays["image"], ref["image"][idx])
+    np.testing.assert_array_equal(ds.arrays["label"], ref["label"][idx])
+  assert list(load_split(cfg, "val").arrays["label"]) == [0, 0, 1, 1]
+  # max_examples caps before decoding: the first N of the carved split
+  capped = ml_collections.ConfigDict(dict(cfg, max_examples=3))
+  del decoded[:]
+  ds = load_split(capped, "val")
+  assert len(decoded) == 3
+  np.testing.assert_array_equal(ds.arrays["image"],
+                                whole["train"]["image"][va[:3]])
+
+
+def test_pcam_unsplit_tar_decodes_only_the_split(tmp_path, monkeypatch):
+  from maskssl.data import records
+  root = _pcam_tree(tmp_path / "pc", splits=(("", 10),))
+  path = _tar(root, tmp_path / "pc.tar")
+  whole = records.read_all(records.Mapped(records.ImageFiles(path),
+                                          records.image_label))
+  tr, te = pcam._stratified_split(whole["label"], 0.2, 1)    # seed + 1
+  va = tr[pcam._stratified_split(whole["label"][tr], 0.25, 0)[1]]
+  decoded = _count_decodes(monkeypatch)
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=path,
+                                       val_fraction=0.25))
+  for split, idx in (("test", te), ("val", va)):
+    del decoded[:]
+    ds = load_split(cfg, split)
+    assert len(decoded) == len(idx) == 4
+    np.testing.assert_array_equal(ds.arrays["image"], whole["image"][idx])
+    np.testing.assert_array_equal(ds.arrays["label"], whole["label"][idx])

@@ -92,11 +92,15 @@ def list_image_folder(root: str, classes: Optional[Sequence[str]] = None):
 
 def read_image_folder(root: str, resize: Optional[int] = None,
                       crop: Optional[int] = None,
-                      classes: Optional[Sequence[str]] = None):
+                      classes: Optional[Sequence[str]] = None,
+                      indices: Optional[Sequence[int]] = None):
   """``root/<class>/*`` -> (images uint8 (N, H, W, 3), labels int32 (N,),
   class names, file paths). All images must share a size after
-  resize/crop; a mismatch raises DataError naming the file."""
+  resize/crop; a mismatch raises DataError naming the file. ``indices``:
+  only those files of the listing (:func:`list_image_folder`) are decoded."""
   files, names = list_image_folder(root, classes)
+  if indices is not None:
+    files = [files[int(i)] for i in indices]
   images, labels, shape = [], [], None
   for path, ci in files:
     img = decode_image(path, resize, crop)
