@@ -29,6 +29,17 @@ Variants (``--config=configs/mscn_cifar10.py[:variant]``):
            same number of forwards), kNN (k=20, t=0.07) and linear probe.
   quick    a smoke run (seconds to a minute on CPU): width 8, projector 64,
            batch 32, 6 steps, AdamW.
+  reference  = tfds; tests/test_recipes.py checks it against the recipe.
+  cpu      the CPU reproduction (benchmarks/reproduce_images.py): the 50k
+           tar (--config.data.path=.../cifar10_full/train.tar, 5,000 held
+           out), ResNet-18 at 1/8 width (64-d), projector 256, batch 256,
+           J = 2, LARS lr 0.3 (1 warm-up epoch), 4 epochs (~1.6 s/step on 2
+           idle cores, ~20 min): 0.45 % of the reference's 800 x 50k
+           examples at ~1/64 of its FLOPs per image; probe 10 epochs; kNN
+           k=20 and k=5 (``knn_k5``).
+  + a loss (comma-joined, e.g. ``:cpu,simclr``): simclr | barlow_twins |
+           vicreg; barlow_twins adds Barlow Twins' LARS group (biases / BN at
+           0.0048 / 0.2 of the lr); --config.loss.name alone does not.
 
 Ablations are overrides, e.g.:
   --config.mscn.enabled=False                       # plain siamese baseline
@@ -44,6 +55,7 @@ Commands:
   python -m maskssl.main --config=configs/mscn_cifar10.py:quick --workdir=runs/mscn_quick
   python -m maskssl.main --config=configs/mscn_cifar10.py:compare --workdir=runs/mscn_cmp
   python -m maskssl.main --config=configs/mscn_cifar10.py:tfds --workdir=runs/mscn_c10
+  python benchmarks/reproduce_images.py --task=cifar10   # all CIFAR :cpu arms
   python -m maskssl.tools.show_masks --config=configs/mscn_cifar10.py --out=runs/mscn_masks.png
   python benchmarks/mscn_mask_cost.py               # masking cost share (JSON)
 
@@ -81,22 +93,38 @@ REF_TRAIN_SIZE = 50000
 EMBEDDED_TRAIN_SIZE = 2000
 
 
+SIZES = ("quick", "compare", "tfds", "reference", "cpu")   # at most one
+LOSSES = ("simclr", "barlow_twins", "vicreg")   # + at most one of these
+# :cpu -- CIFAR-10 tar (50k) with data.test_size=5000: 45,000 training images
+CPU_TRAIN_SIZE, CPU_BATCH, CPU_EPOCHS, CPU_PROBE_EPOCHS = 45000, 256, 4, 10
+# Barlow Twins' LARS group (facebookresearch/barlowtwins main.py): biases and
+# BatchNorm at 0.0048 / 0.2 of the weights' lr.
+BT_BIAS_LR_RATIO = 0.0048 / 0.2
+
+
 def get_config(arg=None):
-  if arg not in (None, "", "quick", "compare", "tfds"):
-    raise ValueError(f"unknown variant {arg!r}; use ':quick', ':compare', "
-                     "':tfds' or nothing")
+  opts = [o for o in (arg or "").split(",") if o]
+  sizes = [o for o in opts if o in SIZES]
+  losses = [o for o in opts if o in LOSSES]
+  if len(sizes) + len(losses) != len(opts) or len(sizes) > 1 \
+      or len(losses) > 1:
+    raise ValueError(f"unknown variant {arg!r}; use at most one of {SIZES} "
+                     f"and one of {LOSSES}, joined by a comma, or nothing")
+  arg = "tfds" if sizes == ["reference"] else (sizes or [None])[0]
+  cpu = arg == "cpu"
   small = arg in ("quick", "compare")
   c = ml_collections.ConfigDict()
   c.method = "siamese"
   c.seed = 0
-  c.batch_size = {"quick": 32, "compare": 64}.get(arg, 512)
-  train_size = REF_TRAIN_SIZE if arg == "tfds" else EMBEDDED_TRAIN_SIZE
+  c.batch_size = {"quick": 32, "compare": 64, "cpu": CPU_BATCH}.get(arg, 512)
+  train_size = (REF_TRAIN_SIZE if arg == "tfds" else
+                CPU_TRAIN_SIZE if cpu else EMBEDDED_TRAIN_SIZE)
   spe = max(1, train_size // c.batch_size)
-  epochs = 800
+  epochs = CPU_EPOCHS if cpu else 800
   c.total_steps = {"quick": 6, "compare": 120}.get(arg, spe * epochs)
   c.num_epochs = 0.0
   c.log_every = {"quick": 2, "compare": 25}.get(arg, 50)
-  c.checkpoint_every = {"quick": 6, "compare": 120}.get(arg, 1000)
+  c.checkpoint_every = {"quick": 6, "compare": 120, "cpu": spe}.get(arg, 1000)
   c.keep_checkpoints = 2
   c.async_checkpoints = True
   c.parallel = dict(fsdp=False)
@@ -109,14 +137,16 @@ def get_config(arg=None):
                 **LOADER_FIELDS)
 
   c.model = dict(
-      backbone="resnet18", stem="cifar", width=8 if small else 64,
+      backbone="resnet18", stem="cifar",
+      width=8 if small or cpu else 64,            # 1/8 width: 64-d
       stage_sizes=None, init_scheme="kaiming_fan_out",   # torchvision [O]
       zero_init_residual=True,                            # BT/VICReg code [O]
       compute_dtype="float32",
-      projector_width={"quick": 64, "compare": 256}.get(arg, 2048),
+      projector_width={"quick": 64, "compare": 256, "cpu": 256}.get(arg,
+                                                                    2048),
       projector_dims=None, projector_init="pytorch")
 
-  c.loss = dict(name="vicreg", temperature=0.1, lambd=5e-3,
+  c.loss = dict(name=(losses or ["vicreg"])[0], temperature=0.1, lambd=5e-3,
                 bt_standardize="batchnorm", bt_eps=1e-5, sim_coeff=25.0,
                 std_coeff=25.0, cov_coeff=1.0, vic_eps=1e-4)
 
@@ -141,10 +171,14 @@ def get_config(arg=None):
                    eps=1e-8)
   else:
     base_lr = 0.3 * c.batch_size / 256            # LARS recipe [O] (spec 5)
+    # 10 warm-up epochs of 800; :cpu: 1 of its CPU_EPOCHS
     c.optim = dict(name="lars", lr=base_lr, schedule="cosine",
-                   warmup_steps=10 * spe, end_lr=base_lr / 1000,
+                   warmup_steps=(1 if cpu else 10) * spe,
+                   end_lr=base_lr / 1000,
                    weight_decay=1e-4, momentum=0.9, trust_coefficient=1e-3,
-                   clip_norm=0.0)
+                   clip_norm=0.0,
+                   bias_lr=base_lr * BT_BIAS_LR_RATIO
+                   if losses == ["barlow_twins"] else None)
 
   c.evals = ml_collections.ConfigDict()
   # every=N (> 0) also runs an evaluator every N pretraining steps
@@ -176,4 +210,10 @@ def get_config(arg=None):
       optim=dict(name="sgd", lr=0.1 if arg == "compare" else 0.3,
                  momentum=0.9, weight_decay=0.0 if arg == "compare" else 1e-6,
                  decay_all=True, schedule="cosine", clip_norm=0.0))
+  if cpu:
+    c.data.test_size = 5000    # of the 50k tar (pass data.path)
+    # The CPU budget (benchmarks/reproduce_images.py): also MetaMask's kNN
+    # protocol (k=5, t=1), and a probe of CPU_PROBE_EPOCHS instead of 100.
+    c.evals.knn_k5 = dict(c.evals.knn, k=5, temperature=1.0)
+    c.evals.linear_probe.epochs = CPU_PROBE_EPOCHS
   return c

@@ -52,13 +52,19 @@ import ml_collections
 from maskssl.data.base import LOADER_FIELDS
 
 
+# :cpu budget (pretraining / fine-tune / probe epochs on the 10k PCam tar)
+CPU_EPOCHS, CPU_FT_EPOCHS, CPU_PROBE_EPOCHS = 30, 5, 20
+
+
 def get_config(arg=None):
   opts = set(a for a in (arg or "").split(",") if a)
-  known = {"quick", "sample", "p8", "tiny", "base"}
+  known = {"quick", "sample", "p8", "tiny", "base", "reference", "cpu"}
   if opts - known:
     raise ValueError(f"unknown variant(s) {sorted(opts - known)}; use "
                      f"{sorted(known)}")
-  quick, sample = "quick" in opts, "sample" in opts
+  quick, sample, cpu = "quick" in opts, "sample" in opts, "cpu" in opts
+  if cpu and (quick or sample):
+    raise ValueError("cpu excludes quick and sample")
   small_data = quick or sample
   c = ml_collections.ConfigDict()
   c.method = "sdmae"
@@ -184,5 +190,29 @@ def get_config(arg=None):
     c.evals.linear_probe.epochs = 30
     c.evals.linear_probe.warmup_epochs = 3
     c.evals.linear_probe.bn_momentum = None    # 30 steps: cumulative average
+  if cpu:
+    # PCam 10k tar, 1,000 test patches held out (stratified), 900 val: a
+    # 12-block ViT-Ti/16 at the native 96 px (36 patches, 21 masked), 9,000
+    # pretraining patches, CPU_EPOCHS epochs of batch 128.
+    c.data.update(source="auto", test_fraction=0.1, val_fraction=0.1)
+    c.model.update(variant="tiny", image_size=96, patch_size=16,
+                   compute_dtype="float32")
+    c.sdmae.update(head_hidden=512, head_bottleneck=256)
+    c.batch_size = 128
+    spe = 9000 // c.batch_size
+    c.total_steps = CPU_EPOCHS * spe
+    c.checkpoint_every = 5 * spe
+    c.log_every = 20
+    # the recipe's lr at batch 128 (6e-4 x 128/256), 5 % warm-up as 5/100
+    c.optim.update(lr=base_lr * c.batch_size / 256,
+                   warmup_steps=max(1, CPU_EPOCHS * spe // 20))
+    ft = c.evals.finetune
+    ft.update(batch_size=128, num_epochs=float(CPU_FT_EPOCHS), eval_every=50,
+              log_every=50, eval_batch_size=256)
+    ft.optim.update(lr=1e-3 * 128 / 256,
+                    warmup_steps=max(1, CPU_FT_EPOCHS * 8100 // 128 // 20))
+    lp = c.evals.linear_probe
+    lp.update(epochs=CPU_PROBE_EPOCHS, warmup_epochs=2, batch_size=256)
+    lp.optim.lr = 0.1 * 256 / 256
   c.evals.linear_probe.size = c.model.image_size   # crop once, to the input
   return c
