@@ -34,7 +34,7 @@ sample), ``:quick``: 40 steps in 191 s wall (0.27 steps/s, 44 s
 init+compile), loss 537.6 -> 398.2; kNN top-1 0.206 on the 500 test images
 (chance 0.10), linear probe (10 epochs, standardised fixed features) 0.236
 (the reference-protocol :quick probe, 1,024 images x 5 epochs of crops,
-gave 0.230 in a later run, 42 s), mask
+gave 0.228 in a later run, 42-87 s), mask
 after 40 steps in [0.373, 0.637] (mean 0.500). The same numbers come back from
 ``--mode=evaluate`` on the restored checkpoint. The quick run checks the
 plumbing, not accuracy.
