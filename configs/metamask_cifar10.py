@@ -20,8 +20,9 @@ Variants (``--config=configs/metamask_cifar10.py[:variant]``):
   cpu     the CPU reproduction (benchmarks/reproduce_images.py): the 50k tar
           (--config.data.path=.../cifar10_full/train.tar, 5,000 held out),
           ResNet-18 at 1/8 width (64-d), heads 256-256-256 / 256-64, batch
-          256, lr 0.05 (untuned), 4 epochs (~3.7 s/step on 2 idle cores,
-          ~45 min): 0.45 % of the reference's 800 x 50k examples at ~1/64 of
+          256, lr 0.05 (untuned), 4 epochs (7.1 CPU-s/step on the loaded
+          CPU, ~3.8 s on 2 idle cores: ~45 min; enable_meta=False ~1/3 of
+          that): 0.45 % of the reference's 800 x 50k examples at ~1/64 of
           its FLOPs per image; kNN every epoch, also k=20 (``knn_k20``);
           probe 10 epochs.
 

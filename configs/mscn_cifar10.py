@@ -33,8 +33,9 @@ Variants (``--config=configs/mscn_cifar10.py[:variant]``):
   cpu      the CPU reproduction (benchmarks/reproduce_images.py): the 50k
            tar (--config.data.path=.../cifar10_full/train.tar, 5,000 held
            out), ResNet-18 at 1/8 width (64-d), projector 256, batch 256,
-           J = 2, LARS lr 0.3 (1 warm-up epoch), 4 epochs (~1.6 s/step on 2
-           idle cores, ~20 min): 0.45 % of the reference's 800 x 50k
+           J = 2, LARS lr 0.3 (1 warm-up epoch), 4 epochs (3.1 CPU-s/step
+           on the loaded CPU, ~1.6 s on 2 idle cores: ~20 min; without
+           masking ~2/3 of that): 0.45 % of the reference's 800 x 50k
            examples at ~1/64 of its FLOPs per image; probe 10 epochs; kNN
            k=20 and k=5 (``knn_k5``).
   + a loss (comma-joined, e.g. ``:cpu,simclr``): simclr | barlow_twins |
