@@ -16,7 +16,8 @@ default, by name; tests/test_recipes.py checks it against the recipe),
 --config.data.path, 1,000 test / 900 val held out; 12-block ViT-Ti/16 at 96
 px, batch 128, 12 epochs of 9,000 patches ~ 0.4 % of the recipe's 100 x
 262,144 examples at ~1/20 of its FLOPs per image; probe 10 epochs; MAE
-fine-tune recipe for 4 epochs; ~40 min on 2 idle cores, estimated).  Plain
+fine-tune recipe for 4 epochs; 1.8 CPU-s/step on the loaded CPU, ~1 s on 2
+idle cores: ~15 min pretraining, ~30 min with the evaluations).  Plain
 MAE is ``configs/mae_pcam.py`` (the same config with ``sdmae.sd_weight = 0``).
 
 Commands:
