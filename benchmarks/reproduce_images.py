@@ -64,8 +64,8 @@ TASKS = {
         data_flags=("--config.data.path={data}/cifar10_full/train.tar",
                     "--config.data.test_size=5000"),
         reference_epochs=800, reference_train=50000, train_size=45000,
-        model="ResNet-18 (CIFAR stem) at 1/4 width (128-d feature) vs the "
-              "reference's full width: ~1/16 of the FLOPs per image",
+        model="ResNet-18 (CIFAR stem) at 1/8 width (64-d feature) vs the "
+              "reference's full width: ~1/64 of the FLOPs per image",
         arms={
             "random_init": Arm(MSCN, flags=NO_MASK, init_only=True),
             **{loss: Arm(MSCN, "," + loss, NO_MASK)
