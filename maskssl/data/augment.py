@@ -137,19 +137,27 @@ def crop_params(rng, height: int, width: int, scale=(0.08, 1.0),
 
 
 def resample_matrix(start, length, in_size: int, out_size: int,
-                    dtype=jnp.float32):
+                    dtype=jnp.float32, kernel: str = "triangle",
+                    a: float = -0.5):
   """``(out_size, in_size)`` weights resampling ``[start, start+length)`` to
-  ``out_size`` samples: PIL-style triangle (bilinear) filter, widened by the
-  scale factor when downsampling (antialias), normalised, restricted to the
-  crop. For upsampling this is bilinear with ``align_corners=False`` and
-  edge clamping."""
+  ``out_size`` samples as PIL's Resample.c ``precompute_coeffs`` does: the
+  filter (``"triangle"``: bilinear; ``"cubic"``: bicubic with ``a``) is
+  widened by the scale factor when downsampling (antialias), its taps are
+  restricted to the crop and normalised. For upsampling, triangle is
+  bilinear with ``align_corners=False`` and edge clamping."""
   start = jnp.asarray(start, dtype)
   length = jnp.asarray(length, dtype)
   scale = length / out_size
   support = jnp.maximum(scale, 1.0)
   centers = start + (jnp.arange(out_size, dtype=dtype) + 0.5) * scale
   pix = jnp.arange(in_size, dtype=dtype) + 0.5
-  wts = jnp.maximum(0.0, 1.0 - jnp.abs(pix[None, :] - centers[:, None]) / support)
+  d = (pix[None, :] - centers[:, None]) / support
+  if kernel == "triangle":
+    wts = jnp.maximum(0.0, 1.0 - jnp.abs(d))
+  elif kernel == "cubic":
+    wts = _cubic(d, a)
+  else:
+    raise ValueError(f"unknown resampling kernel {kernel!r}")
   inside = (pix >= start) & (pix < start + length)
   wts = wts * inside[None, :]
   return wts / jnp.maximum(jnp.sum(wts, axis=1, keepdims=True), 1e-12)
@@ -387,20 +395,8 @@ def _cubic(x, a):
 
 def cubic_resample_matrix(start, length, in_size: int, out_size: int,
                           a: float = -0.5, dtype=jnp.float32):
-  """``(out_size, in_size)`` PIL bicubic resize weights for the crop
-  ``[start, start+length)`` (Resample.c ``precompute_coeffs``: support 2
-  widened by the scale when downsampling, taps restricted to the crop,
-  normalised)."""
-  start = jnp.asarray(start, dtype)
-  length = jnp.asarray(length, dtype)
-  scale = length / out_size
-  fscale = jnp.maximum(scale, 1.0)
-  centers = start + (jnp.arange(out_size, dtype=dtype) + 0.5) * scale
-  pix = jnp.arange(in_size, dtype=dtype) + 0.5
-  wts = _cubic((pix[None, :] - centers[:, None]) / fscale, a)
-  inside = (pix >= start) & (pix < start + length)
-  wts = wts * inside[None, :]
-  return wts / jnp.sum(wts, axis=1, keepdims=True)
+  """PIL bicubic resize weights for the crop (:func:`resample_matrix`)."""
+  return resample_matrix(start, length, in_size, out_size, dtype, "cubic", a)
 
 
 def _two_pass_resize(levels, wy, wx):
