@@ -32,13 +32,12 @@ import dataclasses
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from reproduce_common import (REPO, arms_stats, difference, read_json,
+                              run_commands, tuple_flag)
 MSCN, MM = "configs/mscn_cifar10.py", "configs/metamask_cifar10.py"
 SDMAE, MAE = "configs/sdmae_pcam.py", "configs/mae_pcam.py"
 NO_MASK = ("--config.mscn.enabled=False",)
@@ -138,11 +137,6 @@ TASKS = {
 }
 
 
-def _tuple(values) -> str:
-  return "(" + ",".join(map(str, values)) + ("," if len(values) == 1 else "") \
-      + ")"
-
-
 def config_arg(arm: Arm, variant: str) -> str:
   return f"{arm.config}:{variant}{arm.variant_suffix}"
 
@@ -152,19 +146,12 @@ def command(task, arm: Arm, seed, wd, variant, data, extra) -> list[str]:
   spec = TASKS[task]
   flags = [f.format(data=data) for f in spec["data_flags"]]
   if arm.config in (SDMAE, MAE):  # fine-tune the state being evaluated
-    flags += [f"--config.evals.finetune.seeds={_tuple([seed])}",
+    flags += [f"--config.evals.finetune.seeds={tuple_flag([seed])}",
               "--config.evals.finetune.inits=('pretrained',)"]
   mode = ["--mode=evaluate", "--step=0"] if arm.init_only else []
   return [sys.executable, "-m", "maskssl.main",
           f"--config={config_arg(arm, variant)}", f"--config.seed={seed}",
           f"--workdir={wd}", *mode, *arm.flags, *flags, *extra]
-
-
-def _read(path, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path) as f:
-    return json.load(f)
 
 
 def _done_file(arm: Arm, wd: str) -> str:
@@ -174,82 +161,23 @@ def _done_file(arm: Arm, wd: str) -> str:
 
 def run(task, name, arm, seed, root, variant, data, extra) -> dict:
   wd = os.path.join(root, f"{name}_seed{seed}")
-  done = _done_file(arm, wd)
-  if not os.path.exists(done):
-    os.makedirs(wd, exist_ok=True)
-    cmd = command(task, arm, seed, wd, variant, data, extra)
-    t0 = time.time()
-    with open(os.path.join(wd, "stdout.log"), "a") as log:
-      if arm.init_only and not os.path.isdir(os.path.join(wd,
-                                                          "checkpoints")):
-        init = [sys.executable, os.path.abspath(__file__), "init-state",
-                *cmd[3:]]
-        print("+", " ".join(shlex.quote(c) for c in init), flush=True)
-        rc = subprocess.call(init, cwd=REPO, stdout=log,
-                             stderr=subprocess.STDOUT)
-        if rc:
-          sys.exit(f"{name} seed {seed}: init-state failed (exit {rc}); see "
-                   f"{wd}/stdout.log")
-      print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
-      rc = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if rc:
-      sys.exit(f"{name} seed {seed} failed (exit {rc}); see {wd}/stdout.log")
-    walls = _read(os.path.join(wd, "wall.json"), [])
-    walls.append(time.time() - t0)
-    with open(os.path.join(wd, "wall.json"), "w") as f:
-      json.dump(walls, f)
-  return _read(done)
+  cmd = command(task, arm, seed, wd, variant, data, extra)
+  cmds = [cmd]
+  if arm.init_only and not os.path.isdir(os.path.join(wd, "checkpoints")):
+    cmds.insert(0, [sys.executable, os.path.abspath(__file__), "init-state",
+                    *cmd[3:]])
+  return run_commands(cmds, wd, _done_file(arm, wd), f"{name} seed {seed}")
 
 
 def arm_evals(arm: Arm, wd: str) -> dict | None:
   """evaluator name -> results of a finished run (None if not finished)."""
-  res = _read(_done_file(arm, wd))
+  res = read_json(_done_file(arm, wd))
   if res is None:
     return None
   return res if arm.init_only else res.get("evals", {})
 
 
 # ---- statistics -------------------------------------------------------------
-def arms_stats(values: dict) -> dict:
-  """arm -> {seed: value} as the agreed {mean, std, n, values, seeds}."""
-  out = {}
-  for k, by_seed in values.items():
-    seeds = sorted(by_seed)
-    v = [float(by_seed[s]) for s in seeds]
-    out[k] = dict(mean=float(np.mean(v)),
-                  std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                  n=len(v), values=v, seeds=seeds)
-  return out
-
-
-def difference(a: dict, b: dict) -> dict:
-  """a - b ({seed: value} each) with a 95 % t interval: paired over the
-  common seeds when there are >= 2; else unpaired, the variance estimated
-  from the arm that has >= 2 seeds (equal-variance assumption; a 1-seed
-  ablation has no spread of its own); none for 1 seed vs 1 seed."""
-  from scipy import stats
-  common = sorted(set(a) & set(b))
-  if len(common) >= 2:
-    d = np.array([a[s] - b[s] for s in common], float)
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return dict(mean=float(d.mean()), ci95=[float(d.mean() - half),
-                                            float(d.mean() + half)],
-                n=len(d), values=d.tolist(), method="paired by seed")
-  va, vb = np.array(list(a.values()), float), np.array(list(b.values()),
-                                                      float)
-  out = dict(mean=float(va.mean() - vb.mean()), n=[len(va), len(vb)])
-  spread = [v for v in (va, vb) if len(v) >= 2]
-  if spread:
-    s = max(spread, key=len)
-    half = stats.t.ppf(0.975, len(s) - 1) * s.std(ddof=1) * np.sqrt(
-        1 / len(va) + 1 / len(vb))
-    out.update(ci95=[out["mean"] - half, out["mean"] + half],
-               method="unpaired; variance of the multi-seed arm")
-  else:
-    out["method"] = "one seed each: no interval"
-  return out
-
-
 def verdict(diff: dict, higher_is_better: bool = True) -> str:
   """Whether a method - ablation difference agrees with 'method >= ablation'
   at the 95 % level."""
@@ -273,8 +201,8 @@ def aggregate(task, root, seeds, ablation_seeds, variant, argv) -> list[dict]:
       evals = arm_evals(arm, wd)
       if evals is None:
         continue
-      wall += sum(_read(os.path.join(wd, "wall.json"), []))
-      cfg = _read(os.path.join(wd, "config.json"), {})
+      wall += sum(read_json(os.path.join(wd, "wall.json"), []))
+      cfg = read_json(os.path.join(wd, "config.json"), {})
       if not arm.init_only and cfg.get("total_steps"):
         spe = max(1, spec["train_size"] // int(cfg["batch_size"]))
         epochs[name] = round(float(cfg["total_steps"]) / spe, 2)

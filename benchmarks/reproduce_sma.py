@@ -29,13 +29,10 @@ import glob
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 
-import numpy as np
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from reproduce_common import (REPO, arms_stats, difference, read_json,
+                              run_commands, tuple_flag)
 
 # domain -> config, default root, reference pretraining size (sma spec 5.1)
 DOMAINS = {
@@ -65,11 +62,6 @@ ARMS = {
 }
 
 
-def _tuple(values) -> str:
-  return "(" + ",".join(map(str, values)) + ("," if len(values) == 1 else "") \
-      + ")"
-
-
 def _finetune_evals(config: str) -> dict:
   """The config's enabled fine-tune evaluators: name -> eval config."""
   sys.path.insert(0, REPO)
@@ -83,7 +75,7 @@ def command(arm, seed, ft_seeds, wd, config, evals, extra) -> list[str]:
   flags, inits = ARMS[arm]
   per_eval = []
   for name in evals:
-    per_eval.append(f"--config.evals.{name}.seeds={_tuple(ft_seeds)}")
+    per_eval.append(f"--config.evals.{name}.seeds={tuple_flag(ft_seeds)}")
     if "scratch" not in inits:  # scratch is trained once, in the sma arm
       per_eval.append(f"--config.evals.{name}.inits=('pretrained',)")
   return [sys.executable, "-m", "maskssl.main", f"--config={config}",
@@ -93,28 +85,9 @@ def command(arm, seed, ft_seeds, wd, config, evals, extra) -> list[str]:
 
 def run(arm, seed, ft_seeds, root, config, evals, extra) -> dict:
   wd = os.path.join(root, f"{arm}_seed{seed}")
-  done = os.path.join(wd, "summary.json")
-  if not os.path.exists(done):
-    os.makedirs(wd, exist_ok=True)
-    cmd = command(arm, seed, ft_seeds, wd, config, evals, extra)
-    print("+", " ".join(shlex.quote(c) for c in cmd), flush=True)
-    t0 = time.time()
-    with open(os.path.join(wd, "stdout.log"), "a") as log:
-      rc = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if rc:
-      sys.exit(f"{arm} seed {seed} failed (exit {rc}); see {wd}/stdout.log")
-    walls = _read(os.path.join(wd, "wall.json"), [])
-    walls.append(time.time() - t0)
-    with open(os.path.join(wd, "wall.json"), "w") as f:
-      json.dump(walls, f)
-  return _read(done)
-
-
-def _read(path, default=None):
-  if not os.path.exists(path):
-    return default
-  with open(path) as f:
-    return json.load(f)
+  cmd = command(arm, seed, ft_seeds, wd, config, evals, extra)
+  return run_commands([cmd], wd, os.path.join(wd, "summary.json"),
+                      f"{arm} seed {seed}")
 
 
 def finetune_runs(wd: str, name: str) -> tuple[str, list[dict]]:
@@ -124,7 +97,7 @@ def finetune_runs(wd: str, name: str) -> tuple[str, list[dict]]:
     return "", []
   last = max(paths, key=lambda p: int(p.split(os.sep + "step")[-1]
                                       .split(os.sep)[0]))
-  res = _read(last)
+  res = read_json(last)
   return res["task"], res["runs"]
 
 
@@ -142,28 +115,11 @@ def metric_for(task: str, ecfg) -> tuple[str, str, bool]:
   raise ValueError(f"no reported metric for task {task!r}")
 
 
-def _arms(d):
-  return {k: dict(mean=float(np.mean(v)),
-                  std=float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                  n=len(v), values=v) for k, v in d.items()}
-
-
-def _diff(a, b) -> dict:
-  """Paired (same fine-tune seed) difference with a 95 % t interval."""
-  from scipy import stats
-  d = np.asarray(a) - np.asarray(b)
-  out = dict(mean=float(d.mean()), values=d.tolist())
-  if len(d) > 1:
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    out["ci95"] = [float(d.mean() - half), float(d.mean() + half)]
-  return out
-
-
 def aggregate(domain, cfg, evals, root, pretrain_seeds, ft_seeds, argv):
   spec = DOMAINS[domain]
   bs = int(cfg.batch_size)
   steps = int(cfg.total_steps)
-  wall = sum(sum(_read(os.path.join(root, f"{a}_seed{s}", "wall.json"), []))
+  wall = sum(sum(read_json(os.path.join(root, f"{a}_seed{s}", "wall.json"), []))
              for a in ARMS for s in pretrain_seeds)
   out = []
   for name, ecfg in evals.items():
@@ -174,14 +130,16 @@ def aggregate(domain, cfg, evals, root, pretrain_seeds, ft_seeds, argv):
         task_, runs = finetune_runs(os.path.join(root, f"{arm}_seed{seed}"),
                                     name)
         task = task or task_
-        for r in sorted(runs, key=lambda r: r["seed"]):
+        for r in runs:
           arm_name = inits.get(r["init"])
           if arm_name is None:
             continue
           for k, v in r.items():
             if k.startswith("best_") and k != "best_step":
               per.setdefault(r["n_labels"], {}).setdefault(
-                  k[5:], {}).setdefault(arm_name, []).append(float(v))
+                  k[5:], {}).setdefault(arm_name, {})[
+                      (seed, r["seed"]) if len(pretrain_seeds) > 1
+                      else r["seed"]] = float(v)
     if not task:
       continue
     key, metric, higher = metric_for(task, ecfg)
@@ -209,11 +167,12 @@ def aggregate(domain, cfg, evals, root, pretrain_seeds, ft_seeds, argv):
                             batch_size=int(ecfg.batch_size))),
           num_labels=int(n),
           selection="test score at the best-validation step",
-          arms=_arms(arms),
-          other_metrics={m: _arms(a) for m, a in metrics.items() if m != key})
+          arms=arms_stats(arms),
+          other_metrics={m: arms_stats(a) for m, a in metrics.items()
+                         if m != key})
       for a, b in (("sma", "scratch"), ("sma", "random_mask")):
-        if a in arms and b in arms and len(arms[a]) == len(arms[b]):
-          result[f"{a}_minus_{b}"] = _diff(arms[a], arms[b])
+        if a in arms and b in arms:
+          result[f"{a}_minus_{b}"] = difference(arms[a], arms[b])
       out.append(result)
   return out
 
