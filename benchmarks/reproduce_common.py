@@ -86,3 +86,15 @@ def difference(a: dict, b: dict) -> dict:
   else:
     out["method"] = "one seed each: no interval"
   return out
+
+
+def write_results(results, results_dir: str, suffix: str = ""):
+  """One ``reproduce_<task><suffix>.json`` per result, and a summary line."""
+  os.makedirs(results_dir, exist_ok=True)
+  for res in results:
+    path = os.path.join(results_dir, f"reproduce_{res['task']}{suffix}.json")
+    with open(path, "w") as f:
+      json.dump(res, f, indent=2)
+    print(f"{res['task']} ({res['metric']}): " + "  ".join(
+        f"{k} {a['mean']:.4f} ± {a['std']:.4f} (n={a['n']})"
+        for k, a in res["arms"].items()), flush=True)

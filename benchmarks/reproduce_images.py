@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -37,7 +36,7 @@ import sys
 import numpy as np
 
 from reproduce_common import (REPO, arms_stats, difference, read_json,
-                              run_commands, tuple_flag)
+                              run_commands, tuple_flag, write_results)
 MSCN, MM = "configs/mscn_cifar10.py", "configs/metamask_cifar10.py"
 SDMAE, MAE = "configs/sdmae_pcam.py", "configs/mae_pcam.py"
 NO_MASK = ("--config.mscn.enabled=False",)
@@ -343,16 +342,8 @@ def main():
   argv += [f"--variant={args.variant}"] if args.variant != "cpu" else []
   argv += [f"--extra_flags={shlex.quote(args.extra_flags)}"] \
       if args.extra_flags else []
-  os.makedirs(args.results, exist_ok=True)
-  for res in aggregate(args.task, root, seeds, ablation_seeds, args.variant,
-                       argv):
-    name = f"reproduce_{res['task']}" + suffix
-    with open(os.path.join(args.results, name + ".json"), "w") as f:
-      json.dump(res, f, indent=2)
-    print(f"{res['task']} ({res['metric']}): " + "  ".join(
-        f"{k} {a['mean']:.4f} ± {a['std']:.4f} (n={a['n']})"
-        for k, a in res["arms"].items()), flush=True)
-
+  write_results(aggregate(args.task, root, seeds, ablation_seeds,
+                          args.variant, argv), args.results, suffix)
 
 if __name__ == "__main__":
   main()

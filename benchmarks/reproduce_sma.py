@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import shlex
 import sys
 
 from reproduce_common import (REPO, arms_stats, difference, read_json,
-                              run_commands, tuple_flag)
+                              run_commands, tuple_flag, write_results)
 
 # domain -> config, default root, reference pretraining size (sma spec 5.1)
 DOMAINS = {
@@ -207,16 +206,8 @@ def main():
   argv += [f"--config={args.config}"] if args.config else []
   argv += [f"--extra_flags={shlex.quote(args.extra_flags)}"] \
       if args.extra_flags else []
-  os.makedirs(args.results, exist_ok=True)
-  for res in aggregate(args.domain, cfg, evals, root, pretrain_seeds,
-                       ft_seeds, argv):
-    path = os.path.join(args.results, f"reproduce_{res['task']}.json")
-    with open(path, "w") as f:
-      json.dump(res, f, indent=2)
-    print(f"{res['task']} ({res['metric']}): " + "  ".join(
-        f"{k} {a['mean']:.4f} ± {a['std']:.4f} (n={a['n']})"
-        for k, a in res["arms"].items()), flush=True)
-
+  write_results(aggregate(args.domain, cfg, evals, root, pretrain_seeds,
+                          ft_seeds, argv), args.results)
 
 if __name__ == "__main__":
   main()
