@@ -11,8 +11,8 @@ Commands:
   python -m maskssl.main --config=configs/mae_pcam.py:sample --workdir=runs/mae_sample
   python -m maskssl.main --config=configs/mae_pcam.py --workdir=runs/mae_pcam
 
-Measured: see configs/sdmae_pcam.py and benchmarks/sdmae_throughput.py /
-benchmarks/sdmae_pcam_probe.py.
+Measured: see configs/sdmae_pcam.py and benchmarks/sdmae_throughput.py;
+reproduction: benchmarks/reproduce_images.py --task=pcam.
 """
 import importlib.util
 import os

@@ -45,7 +45,8 @@ timings are pessimistic; float32):
               MAE (configs/mae_pcam.py:quick): loss 0.99, AUC 0.637 / 0.60.
               --mode=evaluate from the orbax checkpoint reproduces the same
               numbers; the shared fine-tune evaluator runs from it as well.
-  :sample  -- benchmarks/sdmae_pcam_probe.py, 200 steps x 40 images each,
+  :sample  -- old probe protocol (benchmarks/results/sdmae_pcam_probe.json;
+              now benchmarks/reproduce_images.py --task=pcam), 200 steps,
               linear-probe test AUC (100 patches), mean +- std over seeds
               0, 1, 2:  SD-MAE 0.676 +- 0.021 (acc 0.620 +- 0.044),
               MAE 0.661 +- 0.023 (acc 0.637 +- 0.032), random-init encoder
