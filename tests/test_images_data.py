@@ -262,3 +262,99 @@ def test_pcam_unsplit_tar_decodes_only_the_split(tmp_path, monkeypatch):
     assert len(decoded) == len(idx) == 4
     np.testing.assert_array_equal(ds.arrays["image"], whole["image"][idx])
     np.testing.assert_array_equal(ds.arrays["label"], whole["label"][idx])
+
+
+def _image_keys(arrays):
+  return {a.tobytes() for a in arrays["image"]}
+
+
+@pytest.mark.parametrize("kind", ["tar", "folder"])
+def test_pcam_train_only_data_holds_the_test_out_of_train(tmp_path, kind):
+  # the PCam 10k tar layout: train/<label>/ only; the test split is carved
+  # (stratified, split_seed + 1) from train, and neither pretraining nor
+  # train / val sees a test image
+  from maskssl.data import records
+  root = _pcam_tree(tmp_path / "pc", splits=(("train", 10),))
+  path = _tar(root, tmp_path / "pc.tar") if kind == "tar" else str(root)
+  whole = records.read_all(records.Mapped(records.ImageFiles(
+      str(root / "train"), None, ["0", "1"]), records.image_label))
+  tr, te = pcam._stratified_split(whole["label"], 0.2, 1)
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=path))
+  test = load_split(cfg, "test")
+  np.testing.assert_array_equal(test.arrays["image"], whole["image"][te])
+  np.testing.assert_array_equal(test.arrays["label"], [0] * 2 + [1] * 2)
+  held = _image_keys(test.arrays)
+  sizes = {"pretrain": 16, "train": 12, "val": 4}
+  for split, n in sizes.items():
+    ds = load_split(cfg, split)
+    assert len(ds) == n, split
+    assert not held & _image_keys(ds.arrays), split
+  src = pcam.load_source(cfg, "pretrain")
+  assert len(src) == 16
+  assert not held & _image_keys(records.read_all(src))
+
+
+def test_pcam_test_path_replaces_the_held_out_test(tmp_path):
+  root = _pcam_tree(tmp_path / "pc", splits=(("train", 10),))
+  path = _tar(root, tmp_path / "pc.tar")
+  own = _pcam_tree(tmp_path / "own", splits=(("", 3),))     # own/<class>/
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=path,
+                                       test_path=str(own)))
+  test = load_split(cfg, "test")
+  np.testing.assert_array_equal(test.arrays["label"], [0, 0, 0, 1, 1, 1])
+  # nothing is held out of train for test any more
+  assert len(load_split(cfg, "pretrain")) == 20
+  assert len(pcam.load_source(cfg, "pretrain")) == 20
+  # a tar with a test/ split works the same way
+  tar = _tar(_pcam_tree(tmp_path / "t2", splits=(("test", 2),)),
+             tmp_path / "t2.tar")
+  test = load_split(ml_collections.ConfigDict(dict(cfg, test_path=tar)),
+                    "test")
+  np.testing.assert_array_equal(test.arrays["label"], [0, 0, 1, 1])
+  # other class names would silently relabel: an error naming them
+  from PIL import Image
+  bad = tmp_path / "bad"
+  for c in ("a", "b"):
+    (bad / c).mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bad / c / "x.png")
+  with pytest.raises(DataError, match="classes"):
+    load_split(ml_collections.ConfigDict(dict(cfg, test_path=str(bad))),
+               "test")
+  with pytest.raises(DataError, match="does not exist"):
+    load_split(ml_collections.ConfigDict(dict(cfg, test_path=str(
+        tmp_path / "nope"))), "test")
+
+
+def test_cifar_test_path_is_the_test_split(tmp_path):
+  from PIL import Image
+  from maskssl.data import cifar
+  own = tmp_path / "own"
+  rs = np.random.RandomState(0)
+  for c, n in (("cat", 2), ("dog", 1)):
+    (own / c).mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(rs.randint(0, 256, (32, 32, 3)).astype(np.uint8)).save(
+          own / c / f"{i}.png")
+  cfg = ml_collections.ConfigDict(dict(name="cifar10", test_path=str(own)))
+  test = cifar.load_split(cfg, "test")
+  # labelled by the CIFAR-10 class names (cat = 3, dog = 5), not 0 / 1
+  np.testing.assert_array_equal(test.arrays["label"], [3, 3, 5])
+  assert len(cifar.load_split(cfg, "train")) == 2000     # embedded train
+  # a train-only tar keeps all its images for training when test_path is set
+  tar_root = tmp_path / "t"
+  for c in ("cat", "dog"):
+    (tar_root / "train" / c).mkdir(parents=True)
+    for i in range(4):
+      Image.fromarray(rs.randint(0, 256, (32, 32, 3)).astype(
+          np.uint8)).save(tar_root / "train" / c / f"{i}.png")
+  tar = _tar(tar_root, tmp_path / "t.tar")
+  cfg = ml_collections.ConfigDict(dict(name="cifar10", path=tar,
+                                       test_path=str(own)))
+  assert len(cifar.load_split(cfg, "pretrain")) == 8
+  assert len(cifar.load_source(cfg, "pretrain")) == 8
+  np.testing.assert_array_equal(cifar.load_split(cfg, "test").arrays["label"],
+                                [3, 3, 5])
+  (own / "zebra").mkdir()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(own / "zebra" / "z.png")
+  with pytest.raises(DataError, match="classes"):
+    cifar.load_split(cfg, "test")

@@ -26,6 +26,10 @@
   maskssl.data.convert`` from such a folder or tar (same images, same
   order, same batches).
 
+``data.test_path``: a separate labelled folder or tar (``[test/]<class>/*``,
+the same class folder names) as the test split, which is how to evaluate on
+your own test images; nothing is then held out of a single training set.
+
 A ``data.path`` picks its source by itself (folder, ``.tar``, converted
 directory, ``.npz``). The pretraining split of folder / tar / ArrayRecord /
 TFDS data is read by the grain loader from the files, decoding each batch
@@ -71,6 +75,7 @@ class Cifar10Config(DataConfig):
   split_seed: int = 0
   max_train: int = 0        # first N training images (0: all)
   max_test: int = 0         # first N test images (0: all)
+  test_path: str = ""       # a separate labelled folder / tar as the test
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -197,7 +202,9 @@ def _file_sources(cfg, source: str, path: str):
     raise DataError(f"unknown data.source {source!r}; use embedded, tfds, "
                     "npz, folder, tar or array_record")
   train = records.Mapped(train, records.image_label)
-  if test is None:  # one set: hold out data.test_size (as for an .npz)
+  if cfg.test_path:
+    test = _test_path_source(cfg, names)
+  elif test is None:  # one set: hold out data.test_size (as for an .npz)
     n, test_size = len(train), int(cfg.test_size)
     if test_size <= 0 or test_size >= n:
       raise DataError(f"{path}: a single set of {n} images needs 0 < "
@@ -209,6 +216,26 @@ def _file_sources(cfg, source: str, path: str):
   else:
     test = records.Mapped(test, records.image_label)
   return train, test, tuple(names)
+
+
+def _test_path_source(cfg, names):
+  """``data.test_path`` (folder or tar; its ``test/`` split if it has
+  one) as image / label records labelled with the training ``names``."""
+  path = os.path.expanduser(str(cfg.test_path))
+  if not os.path.exists(path):
+    raise DataError(f"data.test_path {path!r} does not exist")
+  probe = records.ImageFiles(path, class_names=names)
+  if probe.splits and "test" not in probe.splits:
+    raise DataError(f"{path}: data.test_path has splits {probe.splits} but "
+                    "no test/ split; point it at the test folder")
+  src = (records.ImageFiles(path, "test", class_names=names)
+         if probe.splits else probe)
+  if list(src.class_names) != list(names):
+    raise DataError(
+        f"{path}: data.test_path classes {list(src.class_names)} are not the "
+        f"training data's {list(names)} (the same class folder names fix the "
+        "labels)")
+  return records.Mapped(src, records.image_label)
 
 
 def load_source(data_config, split: str):
@@ -260,6 +287,10 @@ def load_arrays(data_config, splits=("train", "test")):
   else:
     raise DataError(f"unknown data.source {source!r}; use embedded, tfds, "
                     "npz, folder, tar or array_record")
+  if cfg.test_path:
+    te = records.read_all(_test_path_source(cfg, tuple(names)),
+                          cfg.test_path)
+    te_x, te_y = te["image"], te["label"]
   return tr_x, tr_y, te_x, te_y, tuple(names)
 
 

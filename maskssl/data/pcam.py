@@ -14,7 +14,12 @@
     ``images``/``labels`` split here.
 * ``resize`` / ``crop``: for folders of differently sized images.
 * ``val_fraction`` (0.2): carved (stratified, ``split_seed``) from train when
-  there is no val split; ``test_fraction`` (0.2) likewise for unsplit data.
+  there is no val split; ``test_fraction`` (0.2) likewise (first, from the
+  training images) when there is no test split, e.g. ``train/<label>/``
+  only, as in the PCam 10k tar.
+* ``test_path``: a separate labelled folder / tar / converted dir / .npz
+  (its ``test/`` split, or all of it) as the test split; nothing is then
+  held out for test. Class folder names must match the training data's.
 * ``max_examples``: cap per split (0 = all), mostly for TFDS.
   The split (carved val / test, then the cap) is chosen from the labels
   first; only its images are decoded (a 20 % val carved from full PCam's
@@ -64,6 +69,7 @@ class PCamConfig(DataConfig):
   split_seed: int = 0
   max_examples: int = 0     # cap per split (0: all)
   tfds_data_dir: str = ""
+  test_path: str = ""       # a separate labelled folder / tar as the test
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int):
@@ -153,17 +159,16 @@ def _from_parts(parts: dict, split: str, cfg, meta) -> ArrayDataset:
   """``parts``: split name -> :class:`_Part`; carve val/test from the labels
   (stratified), then decode only the split's images."""
   seed = int(cfg.split_seed)
-  if "train" not in parts:                      # unsplit data
-    whole = parts["all"]
+  if "test" not in parts:   # unsplit or train-only data: hold out the test
+    whole = parts.get("train") or parts["all"]
     tr, te = _stratified_split(whole.labels(), float(cfg.test_fraction),
                                seed + 1)
-    parts = {"train": whole.subset(tr), "test": whole.subset(te)}
+    parts = {k: v for k, v in parts.items() if k != "all"}
+    parts.update(train=whole.subset(tr), test=whole.subset(te))
   if split == "pretrain":
     key = "pretrain" if "pretrain" in parts else "train"
     return _finish(parts[key], split, cfg, meta)
   if split == "test":
-    if "test" not in parts:
-      raise DataError(f"{meta.get('source')}: no test split")
     return _finish(parts["test"], split, cfg, meta)
   if "val" in parts:
     return _finish(parts["val" if split == "val" else "train"], split, cfg,
@@ -263,13 +268,18 @@ def load_split(data_config, split: str) -> ArrayDataset:
                _source_parts(path, cfg).items()}
     else:
       parts = _folder_parts(path, cfg)
+    if cfg.test_path:
+      parts = dict(parts, test=_test_path_part(cfg, path))
     return _from_parts(parts, split, cfg, dict(source=path))
   if source not in ("auto", "embedded"):
     raise DataError(f"unknown data.source {source!r}; use auto, embedded, "
                     "tfds or path")
   if not os.path.exists(RESOURCE):
     raise DataError(f"embedded PCam sample {RESOURCE} is missing")
-  return _from_parts(_npz_parts(RESOURCE), split, cfg,
+  parts = _npz_parts(RESOURCE)
+  if cfg.test_path:
+    parts = dict(parts, test=_test_path_part(cfg, None))
+  return _from_parts(parts, split, cfg,
                      dict(source="embedded:pcam_sample",
                           class_names=CLASS_NAMES))
 
@@ -293,9 +303,10 @@ def _labels(src) -> np.ndarray:
                      int(src[i]["label"]) for i in range(len(src))], np.int32)
 
 
-def _source_parts(path: str, cfg) -> dict:
+def _source_parts(path: str, cfg, classes=None) -> dict:
   """split name -> undecoded image/label source, as :func:`_folder_parts`
-  names them (``"all"`` for unsplit data)."""
+  names them (``"all"`` for unsplit data). ``classes``: the class names
+  that fix the label indices (default: the data's own train / sorted)."""
   resize, crop = cfg.resize or None, cfg.crop or None
   parts = {}
   if records.is_records_dir(path):
@@ -304,12 +315,12 @@ def _source_parts(path: str, cfg) -> dict:
       parts[key] = records.ArrayRecordSource(path, name, resize=resize,
                                              crop=crop)
   elif os.path.isfile(path):
-    probe = records.ImageFiles(path, resize=resize, crop=crop)
+    probe = records.ImageFiles(path, None, classes, resize, crop)
     if not probe.splits:
       parts["all"] = probe
     else:
       first = "train" if "train" in probe.splits else probe.splits[0]
-      classes = records.ImageFiles(path, first).class_names
+      classes = classes or records.ImageFiles(path, first).class_names
       for name in probe.splits:
         parts[name] = records.ImageFiles(path, name, classes, resize, crop)
   else:
@@ -318,7 +329,7 @@ def _source_parts(path: str, cfg) -> dict:
     train = os.path.join(path, "train")
     if "train" in sub and any(os.path.isdir(os.path.join(train, c))
                               for c in os.listdir(train)):
-      _, classes = images_lib.list_image_folder(train)
+      classes = classes or images_lib.list_image_folder(train)[1]
       for split, cands in (("pretrain", ("pretrain",)), ("train", ("train",)),
                            ("val", ("val", "valid", "validation")),
                            ("test", ("test",))):
@@ -327,8 +338,52 @@ def _source_parts(path: str, cfg) -> dict:
           parts[split] = records.ImageFiles(os.path.join(path, c), None,
                                             classes, resize, crop)
     else:
-      parts["all"] = records.ImageFiles(path, None, None, resize, crop)
+      parts["all"] = records.ImageFiles(path, None, classes, resize, crop)
   return {k: records.Mapped(v, records.image_label) for k, v in parts.items()}
+
+
+def _class_names(src):
+  """The class names behind a record source (None for arrays / records
+  without names)."""
+  while isinstance(src, (records.Mapped, records.Subset)):
+    src = src.source
+  names = getattr(src, "class_names", None)
+  if names is None:
+    names = (getattr(src, "meta", None) or {}).get("label_names")
+  return list(names) if names else None
+
+
+def _test_path_part(cfg, path) -> _Part:
+  """``data.test_path``: a separate labelled folder / tar / records dir /
+  .npz replacing the held-out test split (its ``test/`` split if it has
+  one, else all of it), with the training data's class indices."""
+  test_path = os.path.expanduser(str(cfg.test_path))
+  if not os.path.exists(test_path):
+    raise DataError(f"data.test_path {test_path!r} does not exist")
+  if test_path.endswith(".npz"):
+    tp = _npz_parts(test_path)
+    if "test" not in tp and "all" not in tp:
+      raise DataError(f"{test_path}: data.test_path needs test_images/"
+                      "test_labels or images/labels arrays")
+    return tp.get("test") or tp["all"]
+  classes = None
+  if path and not path.endswith(".npz"):
+    own = _source_parts(path, cfg)
+    classes = _class_names(own.get("pretrain") or own.get("train")
+                           or own["all"])
+  tp = _source_parts(test_path, cfg, classes)
+  src = tp.get("test") or tp.get("all")
+  if src is None and len(tp) == 1:
+    src = next(iter(tp.values()))
+  if src is None:
+    raise DataError(f"{test_path}: data.test_path has splits {sorted(tp)} "
+                    "but no test/ split; point it at the test folder")
+  names = _class_names(src)
+  if classes and names and names != classes:
+    raise DataError(
+        f"{test_path}: data.test_path classes {names} are not the training "
+        f"data's {classes} (the same class folder names fix the labels)")
+  return _source_part(src, test_path)
 
 
 def load_source(data_config, split: str):
@@ -349,13 +404,15 @@ def load_source(data_config, split: str):
     if not os.path.exists(path):
       raise DataError(f"data.path {path!r} does not exist")
     parts = _source_parts(path, cfg)
-    if "pretrain" in parts or "train" in parts:
-      src = parts.get("pretrain") or parts["train"]
-    else:  # unsplit: the training part of the stratified test split
-      tr, _ = _stratified_split(_labels(parts["all"]),
-                                float(cfg.test_fraction),
-                                int(cfg.split_seed) + 1)
-      src = records.Subset(parts["all"], tr)
+    if "pretrain" in parts:
+      src = parts["pretrain"]
+    else:
+      src = parts.get("train") or parts["all"]
+      if "test" not in parts and not cfg.test_path:
+        # the test split is held out of train (as load_split does)
+        tr, _ = _stratified_split(_labels(src), float(cfg.test_fraction),
+                                  int(cfg.split_seed) + 1)
+        src = records.Subset(src, tr)
     labels = _labels(src)
     num_classes = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 \
         else 0
