@@ -33,7 +33,6 @@ sma_throughput.py for the list).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -46,32 +45,41 @@ from sma_throughput import (  # noqa: E402
     compile_step, particle_batch, particle_config, time_steps)
 
 
-def _values_as_attention(self, q, kv, bias, train=False):
-  """``SMALayer.attend`` replaced by ``V`` (one row per query)."""
-  del bias, train
-  return kv[1][:, :q.shape[-2]]
+def _interceptor(variant):
+  """A ``flax.linen.intercept_methods`` interceptor that replaces parts of
+  the model by the identity (the model's code is not touched):
+  ``SMALayer.attend`` -> ``V`` (one row per query); for ``dense_only`` also
+  ``Norm`` -> its affine part only and the MLP's GELU -> identity."""
+  from maskssl.models.sma import Norm, SMALayer
 
-
-@contextlib.contextmanager
-def _patched(variant):
-  from maskssl.models import sma as model
-  saved = (model.SMALayer.attend, model.normalize, nn.gelu)
-  try:
-    if variant in ("no_attention", "dense_only"):
-      model.SMALayer.attend = _values_as_attention
-    if variant == "dense_only":
-      model.normalize = lambda x, eps: x
-      nn.gelu = lambda x, approximate=False: x
-    yield
-  finally:
-    model.SMALayer.attend, model.normalize, nn.gelu = saved
+  def intercept(next_fun, args, kwargs, context):
+    m, name = context.module, context.method_name
+    if isinstance(m, SMALayer) and name == "attend":
+      q, kv = args[0], args[1]
+      return kv[1][:, :q.shape[-2]]
+    if variant == "dense_only" and isinstance(m, Norm) and name == "__call__":
+      x, d = args[0], args[0].shape[-1]
+      affine = args[1] if len(args) > 1 else kwargs.get("affine", True)
+      scale = m.param("scale", nn.initializers.ones, (d,))
+      bias = m.param("bias", nn.initializers.zeros, (d,))
+      return (x * scale + bias).astype(m.dtype) if affine else \
+          (x.astype(m.dtype), (scale, bias))
+    if variant == "dense_only" and isinstance(m, SMALayer) and name == "mlp":
+      xhat, ln = args
+      return m.mlp_out(m.mlp_in(xhat, ln))
+    return next_fun(*args, **kwargs)
+  return intercept
 
 
 def time_variant(variant, batch_size, reps, steps):
   from maskssl.methods.sma import SMA
-  with _patched(variant):
+  if variant == "full":
     v = compile_step(SMA(particle_config(batch_size)),
                      particle_batch(batch_size))
+  else:
+    with nn.intercept_methods(_interceptor(variant)):
+      v = compile_step(SMA(particle_config(batch_size)),
+                       particle_batch(batch_size))
   for _ in range(reps):
     time_steps(v, steps)
   gflop = v["flops"] * v["devices"] / 1e9

@@ -422,9 +422,14 @@ class SMALayer(nn.Module):
     a = self._drop_path(a, train)
     h1 = (q_in + a) if self.query_residual else a
     xhat, ln = self.ln_b(h1, affine=False)
-    m = self.mlp_out(nn.gelu(self.mlp_in(xhat, ln), approximate=False))
+    m = self.mlp(xhat, ln)
     m = self._drop_path(self.hidden_drop(m, deterministic=not train), train)
     return h1 + m
+
+  def mlp(self, xhat, ln):
+    """The feed-forward block on the normalised ``xhat`` (``ln``: the
+    LayerNorm affine folded into ``mlp_in``)."""
+    return self.mlp_out(nn.gelu(self.mlp_in(xhat, ln), approximate=False))
 
   def _drop_path(self, x, train):
     if not train or self.drop_path == 0.0:
