@@ -68,8 +68,11 @@ class Encoder:
     return jax.tree.map(np.asarray, jax.device_get(self.state["params"]))
 
   def data_config(self, **overrides) -> ml_collections.ConfigDict:
-    """The run's data config with ``overrides`` (unknown keys are errors)."""
-    cfg = ml_collections.ConfigDict(self.config.data.to_dict())
+    """The run's data config, every field of its schema filled, with
+    ``overrides`` (unknown keys are errors)."""
+    from maskssl.data import data_schema
+    from maskssl.data.base import config_dict
+    cfg = config_dict(data_schema(self.config.data))
     for k, v in overrides.items():
       if k not in cfg:
         raise ConfigError(f"unknown data key {k!r} for data source "
@@ -111,9 +114,9 @@ def load(workdir: str, step: int | None = None, config=None) -> Encoder:
   """Restore ``<workdir>/checkpoints`` (newest, or ``step``) for inference."""
   from maskssl import run as run_lib
   from maskssl import parallel
-  from maskssl.data import load_source
+  from maskssl.data import data_schema, load_source
   config = run_config(workdir, config)
-  ds = load_source(config.data, config.data.get("pretrain_split", "pretrain"))
+  ds = load_source(config.data, data_schema(config.data).pretrain_split)
   method, state, step = run_lib.restore_state(config, workdir, step,
                                                dataset=ds)
   example = ds.batch(np.arange(1))

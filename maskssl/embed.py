@@ -85,7 +85,7 @@ def _label_names(enc) -> Optional[list]:
   if names:
     return list(names)
   name = enc.config.data.get("name")
-  if name == "proteins" and enc.config.data.get("task", "deeploc") == "deeploc":
+  if name == "proteins" and enc.data_config().task == "deeploc":
     from maskssl.data.proteins import DEEPLOC_CLASSES
     return list(DEEPLOC_CLASSES)
   if name in ("cifar10", "cifar10_pixels"):
@@ -120,10 +120,9 @@ def higgs_records(enc, path: str, cfg) -> Records:
       raise DataError(f"{path}: features must be (N, {tabular.NUM_FEATURES})"
                       f", got {x.shape}")
   else:
-    x, y = tabular.read_csv(path, label_column=cfg.get("label_column",
-                                                       "last"),
-                            max_rows=int(cfg.get("max_rows", 0) or 0))
-  norm = enc.config.data.get("feature_norm", "zscore")
+    x, y = tabular.read_csv(path, label_column=cfg["label_column"],
+                            max_rows=int(cfg["max_rows"] or 0))
+  norm = cfg["feature_norm"]
   if norm == "zscore":
     prep = enc.preprocessing
     if "feature_mean" not in prep:
@@ -167,8 +166,7 @@ def image_records(enc, path: str, cfg) -> Records:
   pixels = "image" not in enc.input_spec
   if pixels:
     from maskssl.data import pixels as pixels_lib
-    size = int(cfg.get("image_size", 32))
-    chunk = int(cfg.get("chunk", 512))
+    size, chunk = int(cfg["image_size"]), int(cfg["chunk"])
   else:
     target = tuple(enc.input_spec["image"][0][:2])
   ref = []
@@ -203,7 +201,7 @@ def _int_if_integral(y: Optional[np.ndarray]):
 
 def _token_records(ids, texts, labels, names, cfg, source) -> Records:
   from maskssl.data import tokenizer
-  max_len = int(cfg.get("max_len", 128))
+  max_len = int(cfg["max_len"])
 
   def chunks(lo, hi):
     tokens, valid = tokenizer.encode(texts[lo:hi], max_len)
@@ -215,7 +213,7 @@ def _token_records(ids, texts, labels, names, cfg, source) -> Records:
 def smiles_records(enc, path: str, cfg) -> Records:
   from maskssl.data import molecules
   smiles, labels, _ = molecules.read_smiles_records(
-      path, cfg.get("label_column", ""))
+      path, cfg["label_column"])
   return _token_records(smiles, smiles, _int_if_integral(labels), None, cfg,
                         path)
 
@@ -223,13 +221,14 @@ def smiles_records(enc, path: str, cfg) -> Records:
 def protein_records(enc, path: str, cfg) -> Records:
   from maskssl.data import proteins
   ids, seqs, labels, names = proteins.read_sequence_records(
-      path, cfg.get("unknown", "x"), _label_names(enc))
+      path, cfg["unknown"], _label_names(enc))
   return _token_records(ids, seqs, _int_if_integral(labels), names, cfg, path)
 
 
-# Reader options accepted as --data.KEY even where the run's data config
-# lacks them (they say how to read the file, not how the run trained).
-READER_OPTIONS = ("label_column",)
+# Reader options (and their defaults) accepted as --data.KEY even where the
+# run's data schema lacks them (they say how to read the file, not how the
+# run trained).
+READER_OPTIONS = {"label_column": ""}
 
 READERS = {"higgs": higgs_records, "cifar10": image_records,
            "pcam": image_records, "cifar10_pixels": image_records,
@@ -246,8 +245,8 @@ def file_records(enc, path: str, overrides: Optional[dict] = None
   overrides.pop("path", None)
   extra = {k: overrides.pop(k) for k in list(overrides)
            if k in READER_OPTIONS and k not in enc.config.data}
-  cfg = enc.data_config(**overrides).to_dict()
-  cfg.update(extra)
+  cfg = dict(READER_OPTIONS, **enc.data_config(**overrides).to_dict(),
+             **extra)
   name = cfg.get("name")
   if name in READERS:
     return READERS[name](enc, path, cfg)
@@ -523,23 +522,23 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args, raw = parse_args(sys.argv[1:] if argv is None else argv)
-  from maskssl import api, parallel, run as run_lib
+  from maskssl import api, parallel, run as run_lib, train as train_lib
+  from maskssl.data import data_schema
   try:
     config = api.run_config(args.workdir, args.config)
     setting = args.cpu_devices
     if setting is None:
-      setting = config.get("cpu_devices", "off")
+      setting = train_lib.run_config(config).cpu_devices
     parallel.configure_cpu_devices(setting, [args.batch_size])
+    data = dataclasses.asdict(data_schema(config.data))
     overrides = {}
     for k, v in raw.items():
       if k == "path":
         continue
-      if k not in config.data and not ("path" in raw and
-                                       k in READER_OPTIONS):
+      if k not in data and not ("path" in raw and k in READER_OPTIONS):
         raise ConfigError(f"unknown data key {k!r} for data source "
-                          f"{config.data.get('name')!r}; known: "
-                          f"{sorted(config.data)}")
-      overrides[k] = _parse_value(v, config.data.get(k, ""))
+                          f"{data['name']!r}; known: {sorted(data)}")
+      overrides[k] = _parse_value(v, data.get(k, READER_OPTIONS.get(k, "")))
     if "path" in raw and not os.path.exists(os.path.expanduser(raw["path"])):
       raise DataError(f"{raw['path']}: no such file or directory (data.path)")
     if not args.out.lower().endswith((".npy", ".csv")):

@@ -93,13 +93,14 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. "
                          "--config=configs/sma_particle.py:quick")
   multihost = _MULTIHOST.value or _COORD.value
-  cpu_devices = _CPU_DEVICES.value
-  if cpu_devices is None:
-    cpu_devices = _CONFIG.value.get("cpu_devices", "off")
   from maskssl import parallel
+  from maskssl import train as train_lib
   try:
-    parallel.configure_cpu_devices(
-        cpu_devices, [_CONFIG.value.get("batch_size", 0)])
+    rc = train_lib.run_config(_CONFIG.value)   # unknown top-level keys too
+    cpu_devices = _CPU_DEVICES.value
+    if cpu_devices is None:
+      cpu_devices = rc.cpu_devices
+    parallel.configure_cpu_devices(cpu_devices, [rc.batch_size])
   except ValueError as e:
     raise app.UsageError(str(e))
   if multihost:

@@ -21,7 +21,7 @@ from maskssl import metrics as metrics_lib
 from maskssl import parallel
 from maskssl import train as train_lib
 from maskssl.config_utils import ConfigError
-from maskssl.data import check_data_config, load_source
+from maskssl.data import check_data_config, data_schema, load_source
 from maskssl.data.base import DataError, steps_per_epoch
 from maskssl.data.grain_source import InputWorkerError
 from maskssl.evaluators import check_eval_config, make_evaluator
@@ -54,6 +54,8 @@ def _validate(config):
   if config.method not in METHODS:
     raise ConfigError(f"Unknown method {config.method!r}; known: "
                       f"{sorted(METHODS)}")
+  train_lib.run_config(config)   # unknown top-level keys
+  train_lib.parallel_config(config)
   _enabled_evals(config)
   check_data_config(config)   # unknown data keys, evaluators' overrides too
   mesh = parallel.make_mesh()
@@ -80,7 +82,7 @@ def _evaluators(config, method) -> dict:
 
 
 def _pretrains(config) -> bool:
-  return _total(config) > 0 or float(config.get("num_epochs", 0) or 0) > 0
+  return _total(config) > 0 or train_lib.run_config(config).num_epochs > 0
 
 
 def _resolve_length(config, dataset):
@@ -201,7 +203,7 @@ def _resumed_history(config, history, logged, start, spe):
 
 
 def _total(config) -> int:
-  return int(config.get("total_steps", 0) or 0)
+  return int(train_lib.run_config(config).total_steps or 0)
 
 
 def _with_best(evaluator, res: dict, history: list, spe=None) -> dict:
@@ -306,7 +308,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _print_devices(mesh)
   dataset = lc = None
   load = lambda: load_source(  # noqa: E731
-      config.data, config.data.get("pretrain_split", "pretrain"))
+      config.data, data_schema(config.data).pretrain_split)
   # file-backed (read by the grain loader) when the data module has a source
   # for it, else in memory. The run length is resolved once, before the
   # method is built (its schedules need it); with total_steps given, the
@@ -361,7 +363,7 @@ def restore_state(config, workdir: str, step: int | None = None,
         f"no checkpoints directory in {workdir!r}; train first, or pass the "
         "--workdir of a finished run")
   checkpointer = ckpt_lib.Checkpointer(
-      ckpt_dir, int(config.get("keep_checkpoints", 3)), False)
+      ckpt_dir, train_lib.run_config(config).keep_checkpoints, False)
   try:
     steps = checkpointer.all_steps()
     meta = checkpointer.meta(step if step in steps else None) if steps else {}
@@ -371,8 +373,8 @@ def restore_state(config, workdir: str, step: int | None = None,
       batch = train_lib.spec_batch(meta["batch_spec"])
     else:
       if dataset is None:
-        dataset = load_source(config.data, config.data.get("pretrain_split",
-                                                           "pretrain"))
+        dataset = load_source(config.data,
+                              data_schema(config.data).pretrain_split)
       config, lc = _resolve_length(config, dataset)
       batch = train_lib.example_batch(dataset, lc)
     method = _build(config)[0]

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskssl import checkpoint as ckpt_lib
+from maskssl.config_utils import check_keys, from_config
 from maskssl import distributed
 from maskssl import metrics as metrics_lib
 from maskssl import parallel
@@ -66,34 +67,78 @@ class LoopConfig:
   fsdp_min_size: int = 2 ** 14
   stage: str = "pretrain"
   verbose: bool = True
-  # multi-process only: every N steps all processes agree (one tiny
-  # all-gather) whether any of them got SIGTERM, so they save together.
-  stop_check_every: int = 1
+  stop_check_every: int = 1       # see RunConfig
   # input pipeline (config.data.threads / prefetch / workers / bad_records)
   data: grain_source.LoaderOptions = dataclasses.field(
       default_factory=grain_source.LoaderOptions)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The top-level scalar fields of a run's config (sections such as
+  ``data``, ``model``, ``optim`` or ``evals`` belong to their components).
+  Defaults live here only; an unknown top-level key is a ConfigError."""
+  method: str = ""
+  seed: int = 0
+  batch_size: int = 0
+  total_steps: int = 0            # > 0: the run length in steps, else
+  num_epochs: float = 0.0         # epochs of the pretraining split
+  log_every: int = 50
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  async_checkpoints: bool = True
+  # multi-process only: every N steps all processes agree (one tiny
+  # all-gather) whether any of them got SIGTERM, so they save together.
+  stop_check_every: int = 1
+  cpu_devices: str = "off"        # XLA:CPU devices (maskssl.main flag)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelConfig:
+  """``config.parallel``: FSDP instead of replicated parameters."""
+  fsdp: bool = False
+  fsdp_min_size: int = 2 ** 14
+
+
+# top-level sections read by the run, the data / evaluator registries and
+# the methods (each checks its own keys)
+SECTIONS = ("data", "model", "mask", "optim", "parallel", "evals", "augment",
+            "loss", "mscn", "metamask", "sdmae", "finetune")
+
+
+def run_config(config) -> RunConfig:
+  """:class:`RunConfig` from the top-level config (unknown scalar or
+  section keys are a ConfigError naming them)."""
+  fields = {f.name for f in dataclasses.fields(RunConfig)}
+  check_keys(config.keys(), fields | set(SECTIONS), "config (top level)")
+  kw = {k: config[k] for k in fields if k in config and config[k] is not None}
+  return RunConfig(**kw)
+
+
+def parallel_config(config) -> ParallelConfig:
+  return from_config(ParallelConfig, config.get("parallel", None) or {},
+                     "config.parallel")
 
 
 def loop_config(config, dataset_size: int, stage: str = "pretrain",
                 **overrides) -> LoopConfig:
   """LoopConfig from the top-level config (``total_steps`` or
   ``num_epochs`` define the length)."""
-  bs = int(config.batch_size)
-  total = int(config.get("total_steps", 0) or 0)
+  rc, par = run_config(config), parallel_config(config)
+  bs = int(rc.batch_size)
+  total = int(rc.total_steps or 0)
   if total <= 0:
-    epochs = float(config.get("num_epochs", 0) or 0)
+    epochs = float(rc.num_epochs or 0)
     if epochs <= 0:
       raise ValueError("set config.total_steps or config.num_epochs > 0")
     total = max(1, int(round(epochs * steps_per_epoch(dataset_size, bs))))
-  par = config.get("parallel", None) or {}
-  kw = dict(batch_size=bs, total_steps=total, seed=int(config.seed),
-            log_every=int(config.get("log_every", 50)),
-            checkpoint_every=int(config.get("checkpoint_every", 1000)),
-            keep_checkpoints=int(config.get("keep_checkpoints", 3)),
-            async_checkpoints=bool(config.get("async_checkpoints", True)),
-            fsdp=bool(par.get("fsdp", False)),
-            fsdp_min_size=int(par.get("fsdp_min_size", 2 ** 14)),
-            stop_check_every=int(config.get("stop_check_every", 1) or 1),
+  kw = dict(batch_size=bs, total_steps=total, seed=int(rc.seed),
+            log_every=int(rc.log_every),
+            checkpoint_every=int(rc.checkpoint_every),
+            keep_checkpoints=int(rc.keep_checkpoints),
+            async_checkpoints=bool(rc.async_checkpoints),
+            fsdp=bool(par.fsdp), fsdp_min_size=int(par.fsdp_min_size),
+            stop_check_every=int(rc.stop_check_every or 1),
             data=grain_source.loader_options(config.get("data", None)),
             stage=stage)
   kw.update(overrides)

@@ -168,9 +168,9 @@ def initial_state(enc):
   """The step-0 state as ``train.init_state`` builds it (same rng, same
   example batch), on the host."""
   from maskssl import train as train_lib
-  from maskssl.data import load_split
+  from maskssl.data import data_schema, load_split
   cfg = enc.config
-  ds = load_split(cfg.data, cfg.data.get("pretrain_split", "pretrain"))
+  ds = load_split(cfg.data, data_schema(cfg.data).pretrain_split)
   lc = train_lib.loop_config(cfg, len(ds), verbose=False)
   batch = train_lib.example_batch(ds, lc)
   rng = jax.random.fold_in(jax.random.PRNGKey(lc.seed), 0)
@@ -186,7 +186,7 @@ def _s_value(spec: str, method, step: int):
 # ---------------------------------------------------------------- images --
 def image_panel(workdir, out, steps_spec="auto", num_images=6, split="test",
                 seed=0, s_spec="train", scale=None) -> dict:
-  from maskssl.data import augment
+  from maskssl.data import augment, data_schema
   kept = kept_steps(workdir)
   steps = choose_steps(steps_spec, kept, "images")
   runs, enc = states(workdir, steps)
@@ -196,7 +196,7 @@ def image_panel(workdir, out, steps_spec="auto", num_images=6, split="test",
                     f"sma_image.py); {workdir} has data "
                     f"{cfg.data.get('name')!r}")
   ds = enc.load_data(split)
-  size = int(cfg.data.get("image_size", 32))
+  size = int(data_schema(cfg.data).image_size)
   pick = _spread_classes(ds.arrays["label"], num_images)
   arrays = {k: ds.arrays[k][pick] for k in ("x", "valid")}
   names = ds.meta.get("label_names") or []
