@@ -44,7 +44,8 @@ Config fields read (see configs/mscn_cifar10.py):
            mean, std.
   mscn:    see :func:`maskssl.masks.mscn.default_config`.
   optim:   :class:`maskssl.optim.OptimConfig` (LARS: name="lars").
-  total_steps (schedule length), data.image_key (default "image").
+  total_steps (schedule length). Batches hold images under "image" (every
+  image data module writes that key).
 """
 from __future__ import annotations
 
@@ -176,11 +177,10 @@ class _Classifier(nn.Module):
   encoder: nn.Module
   num_outputs: int
   preprocess: Any
-  image_key: str = "image"
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    x = self.preprocess(batch[self.image_key])
+    x = self.preprocess(batch["image"])
     y = self.encoder(x, train=train)
     return nn.Dense(self.num_outputs, name="head")(y)
 
@@ -206,7 +206,6 @@ class Siamese(Method):
     self.mcfg = config.get("mscn", None) or mscn.default_config()
     if self.mcfg.enabled:
       mscn.kind_probs(self.mcfg)            # validate early
-    self.image_key = config.data.get("image_key", "image")
     self.total_steps = max(int(config.get("total_steps", 0) or 0), 1)
     self.tx, self.schedule = optim_lib.make(config.optim, self.total_steps)
 
@@ -288,7 +287,7 @@ class Siamese(Method):
 
   # ---- contract -----------------------------------------------------------
   def init_state(self, rng, batch):
-    images = batch[self.image_key]
+    images = batch["image"]
     s = int(self.aug.size)
     x = jnp.zeros((min(images.shape[0], 2), s, s, images.shape[-1]),
                   jnp.float32)
@@ -316,7 +315,7 @@ class Siamese(Method):
     return total / len(anchors), (metrics, stats)
 
   def train_step(self, state, batch, rng):
-    anchors, target, extra = self.make_inputs(rng, batch[self.image_key])
+    anchors, target, extra = self.make_inputs(rng, batch["image"])
 
     def loss_fn(params):
       loss, (metrics, stats) = self.loss(params, state["batch_stats"],
@@ -330,7 +329,7 @@ class Siamese(Method):
                        for k, v in metrics.items()}
 
   def encode(self, state, batch):
-    x = self.eval_inputs(batch[self.image_key])
+    x = self.eval_inputs(batch["image"])
     return self.encoder.apply(
         {"params": state["params"]["encoder"],
          "batch_stats": state["batch_stats"]["encoder"]}, x,
@@ -338,7 +337,7 @@ class Siamese(Method):
 
   def classifier(self, num_outputs: int):
     return _Classifier(encoder=self.encoder, num_outputs=int(num_outputs),
-                       preprocess=self.eval_inputs, image_key=self.image_key)
+                       preprocess=self.eval_inputs)
 
 
 __all__ = ["Siamese", "LOSSES", "default_loss_config",
