@@ -9,7 +9,7 @@ import pytest
 
 from maskssl.data import images as images_lib
 from maskssl.data import load_split, pcam
-from maskssl.data.base import DataError
+from maskssl.data.base import DataError, cap_indices
 
 
 def _png_with_filters(path, img):
@@ -236,13 +236,14 @@ def test_pcam_carved_splits_decode_only_their_images(tmp_path, kind,
     np.testing.assert_array_equal(ds.arrays["image"], ref["image"][idx])
     np.testing.assert_array_equal(ds.arrays["label"], ref["label"][idx])
   assert list(load_split(cfg, "val").arrays["label"]) == [0, 0, 1, 1]
-  # max_examples caps before decoding: the first N of the carved split
+  # max_examples caps before decoding: a seeded subset of the carved split
   capped = ml_collections.ConfigDict(dict(cfg, max_examples=3))
   del decoded[:]
   ds = load_split(capped, "val")
   assert len(decoded) == 3
-  np.testing.assert_array_equal(ds.arrays["image"],
-                                whole["train"]["image"][va[:3]])
+  np.testing.assert_array_equal(
+      ds.arrays["image"],
+      whole["train"]["image"][va[cap_indices(len(va), 3, 5)]])
 
 
 def test_pcam_unsplit_tar_decodes_only_the_split(tmp_path, monkeypatch):
@@ -358,3 +359,27 @@ def test_cifar_test_path_is_the_test_split(tmp_path):
   Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(own / "zebra" / "z.png")
   with pytest.raises(DataError, match="classes"):
     cifar.load_split(cfg, "test")
+
+
+def test_caps_take_a_seeded_subset_not_the_first_class(tmp_path):
+  # a tar sorted by class: the first 6 of 20 would all be class 0
+  from maskssl.data import cifar
+  root = _pcam_tree(tmp_path / "pc", splits=(("train", 10),))
+  path = _tar(root, tmp_path / "pc.tar")
+  cfg = ml_collections.ConfigDict(dict(name="pcam", path=path,
+                                       max_examples=6))
+  labels = load_split(cfg, "pretrain").arrays["label"]
+  assert len(labels) == 6 and 0 < labels.sum() < 6
+  src = pcam.load_source(cfg, "pretrain")     # file-backed: same subset
+  from maskssl.data import records
+  np.testing.assert_array_equal(records.read_all(src)["label"], labels)
+  ccfg = ml_collections.ConfigDict(dict(name="cifar10", path=path,
+                                        test_size=4, max_train=6))
+  tr = cifar.load_split(ccfg, "pretrain").arrays["label"]
+  assert len(tr) == 6 and len(set(tr)) == 2
+  np.testing.assert_array_equal(
+      records.read_all(cifar.load_source(ccfg, "pretrain"))["label"], tr)
+  idx = cap_indices(100, 10, 0)
+  assert len(idx) == 10 and (np.diff(idx) > 0).all()
+  assert not np.array_equal(idx, cap_indices(100, 10, 1))
+  np.testing.assert_array_equal(cap_indices(5, 0, 0), np.arange(5))

@@ -140,3 +140,13 @@ def split_indices(n: int, fractions: Mapping[str, float], seed: int
     out[name] = np.sort(perm[start:start + count])
     start += count
   return out
+
+
+def cap_indices(n: int, cap: int, seed: int) -> np.ndarray:
+  """``cap`` of ``range(n)`` chosen at random (seeded), in order; all of them
+  when ``cap`` is 0 or >= n. Files and tars are often sorted by class, so
+  the first ``cap`` would be one class."""
+  if cap <= 0 or cap >= n:
+    return np.arange(n)
+  perm = np.random.default_rng([int(seed), 0x6361]).permutation(n)
+  return np.sort(perm[:cap])

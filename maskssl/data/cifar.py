@@ -55,7 +55,8 @@ import numpy as np
 
 from maskssl.data import records
 from maskssl.data.base import ArrayDataset, DataConfig, DataError
-from maskssl.data.base import config_dict, parse_config, split_indices
+from maskssl.data.base import cap_indices, config_dict, parse_config
+from maskssl.data.base import split_indices
 
 LABEL_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
                "horse", "ship", "truck")
@@ -73,8 +74,8 @@ class Cifar10Config(DataConfig):
   val_size: int = 0         # held out from the training images (0: no val)
   test_size: int = 1000     # held out when the data has no test split
   split_seed: int = 0
-  max_train: int = 0        # first N training images (0: all)
-  max_test: int = 0         # first N test images (0: all)
+  max_train: int = 0        # N training images, a seeded subset (0: all)
+  max_test: int = 0         # N test images, a seeded subset (0: all)
   test_path: str = ""       # a separate labelled folder / tar as the test
 
 
@@ -249,7 +250,8 @@ def load_source(data_config, split: str):
   train, _, names = _file_sources(cfg, source, path)
   max_train = int(cfg.max_train or 0)
   if max_train:
-    train = records.Subset(train, np.arange(min(max_train, len(train))))
+    train = records.Subset(train, cap_indices(len(train), max_train,
+                                              int(cfg.split_seed)))
   size = int(train[0]["image"].shape[0])
   train.meta = dict(num_classes=len(names), label_names=list(names),
                     image_size=size, source=source, task="multiclass",
@@ -303,10 +305,12 @@ def load_split(data_config, split: str) -> ArrayDataset:
       cfg, ("test",) if split == "test" else ("train",))
   max_train = int(cfg.max_train or 0)
   max_test = int(cfg.max_test or 0)
-  if max_train:
-    tr_x, tr_y = tr_x[:max_train], tr_y[:max_train]
+  if max_train:    # the same subset as load_source's
+    idx = cap_indices(len(tr_y), max_train, int(cfg.split_seed))
+    tr_x, tr_y = tr_x[idx], tr_y[idx]
   if max_test:
-    te_x, te_y = te_x[:max_test], te_y[:max_test]
+    idx = cap_indices(len(te_y), max_test, int(cfg.split_seed) + 1)
+    te_x, te_y = te_x[idx], te_y[idx]
   if split == "test":
     x, y = te_x, te_y
   elif split == "pretrain":

@@ -20,7 +20,8 @@
 * ``test_path``: a separate labelled folder / tar / converted dir / .npz
   (its ``test/`` split, or all of it) as the test split; nothing is then
   held out for test. Class folder names must match the training data's.
-* ``max_examples``: cap per split (0 = all), mostly for TFDS.
+* ``max_examples``: cap per split (0 = all), a seeded random subset (a tar
+  sorted by class would otherwise give one class).
   The split (carved val / test, then the cap) is chosen from the labels
   first; only its images are decoded (a 20 % val carved from full PCam's
   train split decodes 52k images, not all 262k: 7.2 GB).
@@ -48,7 +49,7 @@ import numpy as np
 from maskssl.data import images as images_lib
 from maskssl.data import records
 from maskssl.data.base import ArrayDataset, DataConfig, DataError
-from maskssl.data.base import parse_config
+from maskssl.data.base import cap_indices, parse_config
 
 SPLITS = ("pretrain", "train", "val", "test")
 RESOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)),
@@ -67,7 +68,7 @@ class PCamConfig(DataConfig):
   val_fraction: float = 0.2
   test_fraction: float = 0.2
   split_seed: int = 0
-  max_examples: int = 0     # cap per split (0: all)
+  max_examples: int = 0     # cap per split, a seeded subset (0: all)
   tfds_data_dir: str = ""
   test_path: str = ""       # a separate labelled folder / tar as the test
 
@@ -147,7 +148,8 @@ def _finish(part: _Part, split, cfg, meta) -> ArrayDataset:
   cap, n = int(cfg.max_examples or 0), part.size()
   if n == 0:
     raise DataError(f"{meta.get('source')}: split {split!r} is empty")
-  images, labels = part.take(np.arange(cap) if 0 < cap < n else None)
+  images, labels = part.take(cap_indices(n, cap, int(cfg.split_seed))
+                             if 0 < cap < n else None)
   n_classes = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
   meta = dict(meta, split=split, num_classes=n_classes,
               task="binary" if n_classes <= 2 else "multiclass")
@@ -420,8 +422,9 @@ def load_source(data_config, split: str):
   else:
     return None
   cap = int(cfg.max_examples or 0)
-  if cap:
-    src = records.Subset(src, np.arange(min(cap, len(src))))
+  if 0 < cap < len(src):   # the same subset as load_split's
+    src = records.Subset(src, cap_indices(len(src), cap,
+                                          int(cfg.split_seed)))
   src.meta = dict(meta, split=split, num_classes=num_classes,
                   task="binary" if num_classes <= 2 else "multiclass",
                   file_backed=True)
