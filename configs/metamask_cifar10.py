@@ -1,66 +1,30 @@
 r"""MetaMask on CIFAR-10 (SimCLR + Barlow Twins + meta-learned dimensional
-mask; Li et al., NeurIPS 2022). ResNet-18 with the CIFAR stem (no
-stem ReLU, as the reference), 512-d pooled feature times ``sigmoid(m)``,
-Barlow-Twins projector 512-2048-2048-2048 and contrastive projector
-512-2048-256, both ending in BatchNorm; per-view BatchNorm; SGD momentum 0.9,
-wd 5e-4 (all parameters) for the encoder and a separate SGD for the mask
-logits; per-epoch cosine; exact hypergradient through the virtual step
-(``--config.metamask.meta_grad=finite_difference`` for the reference's
-DARTS estimate, ``first_order`` for the ablation).
+mask; Li et al., NeurIPS 2022): ResNet-18 (CIFAR stem), 512-d feature times
+``sigmoid(m)``, Barlow-Twins and contrastive projectors, SGD for the encoder
+and for the mask logits, exact hypergradient through the virtual step
+(``--config.metamask.meta_grad=finite_difference | first_order``).
 
-Variants (``--config=configs/metamask_cifar10.py[:variant]``):
-  (none)  the reference recipe (batch 512, 800 epochs, lr 1e-3) on the
-          embedded real sample (2,000 train / 500 test images); a GPU job.
-  tfds    the reference recipe on full TFDS cifar10 (50k/10k), prepared
-          locally (``--config.data.tfds_data_dir=...``).
-  quick   a smoke run for CPU: ResNet-18 layout at 1/4 width (128-d
-          feature), projectors 512-512-512 / 512-128, batch 64, 40 steps,
-          lr 0.05 (encoder and mask), kNN + linear probe + mask report.
-  reference  = tfds; tests/test_recipes.py checks it against the recipe.
-  cpu     the CPU reproduction (benchmarks/reproduce_images.py): the 50k tar
-          (--config.data.path=.../cifar10_full/train.tar, 5,000 held out),
-          ResNet-18 at 1/8 width (64-d), heads 256-256-256 / 256-64, batch
-          256, lr 0.05 (untuned), 4 epochs (7.1 CPU-s/step on the loaded
-          CPU, ~3.8 s on 2 idle cores: ~45 min; enable_meta=False ~1/3 of
-          that): 0.45 % of the reference's 800 x 50k examples at ~1/64 of
-          its FLOPs per image; kNN every epoch, also k=20 (``knn_k20``);
-          probe 10 epochs.
-
-Commands:
   python -m maskssl.main --config=configs/metamask_cifar10.py:quick --workdir=runs/mm_quick
   python -m maskssl.main --config=configs/metamask_cifar10.py:tfds --workdir=runs/mm_c10
   python -m maskssl.main --config=configs/metamask_cifar10.py --mode=evaluate --workdir=runs/mm_c10
   python benchmarks/reproduce_images.py --task=cifar10 --arms=metamask,bt_ntxent,bt_alone
   python benchmarks/metamask_step.py            # step timings (JSON)
+Variants (at most one): none (the reference recipe on the embedded sample),
+tfds (= reference, full TFDS cifar10), quick (1/4-width smoke run, 40
+steps), cpu (benchmarks/reproduce_images.py: 1/8 width, 4 epochs of 45k).
+Evaluation: weighted kNN (reference protocol; published 86.01 % after 800
+epochs), a linear probe and the mask report, on the masked features.
 
-Evaluation: weighted kNN (k=5, t=1, cosine, features = eval-mode backbone
-feature times the learned mask; reference protocol, the published number is
-86.01 % best-epoch kNN top-1 after 800 epochs on full CIFAR-10), linear probe
-[A] on the same masked features, and the mask report (``mask.json`` +
-``mask.png`` under ``<workdir>/eval/mask``).
-
-Measured (2-core CPU shared with other jobs, load average ~10; embedded
-sample), ``:quick``: 40 steps in 191 s wall (0.27 steps/s, 44 s
-init+compile), loss 537.6 -> 398.2; kNN top-1 0.206 on the 500 test images
-(chance 0.10), linear probe (10 epochs, standardised fixed features) 0.236
-(the reference-protocol :quick probe, 1,024 images x 5 epochs of crops,
-gave 0.228 in a later run, 42-87 s), mask
-after 40 steps in [0.373, 0.637] (mean 0.500). The same numbers come back from
-``--mode=evaluate`` on the restored checkpoint. The quick run checks the
-plumbing, not accuracy.
-
-Step cost (``benchmarks/metamask_step.py``, B=64, full ResNet-18, same
-shared CPU; process CPU seconds are more robust there than wall time):
-plain joint-loss step 8.05 CPU-s (16.0 s wall under load); MetaMask iteration
-exact 26.4 CPU-s (3.28x), finite_difference 26.3 CPU-s (3.26x), first_order
-16.9 CPU-s (2.10x). The official PyTorch code reports ~4.5 s / 17 s (3.8x) on
-2 idle cores.
+:quick on a shared 2-core CPU (embedded sample; the plumbing, not accuracy;
+more in benchmarks/results/config_history.md): loss 537.6 -> 398.2, kNN
+top-1 0.206 (chance 0.10), linear probe 0.236.
 """
 import ml_collections
 
-from maskssl.data.base import LOADER_FIELDS
-
+from maskssl.config_utils import load_sibling
 from maskssl.constants import IMAGENET_MEAN, IMAGENET_STD
+
+common = load_sibling(__file__, "common")
 
 REF_TRAIN_SIZE = 50000
 EMBEDDED_TRAIN_SIZE = 2000
@@ -72,10 +36,7 @@ CPU_TRAIN_SIZE, CPU_BATCH, CPU_EPOCHS, CPU_PROBE_EPOCHS = 45000, 256, 4, 10
 
 
 def get_config(arg=None):
-  opts = {o for o in (arg or "").split(",") if o}
-  if opts - set(VARIANTS) or len(opts) > 1:
-    raise ValueError(f"unknown variant {arg!r}; use one of {VARIANTS} or "
-                     "nothing")
+  opts = common.variants(arg, VARIANTS, exclusive=[VARIANTS])
   quick, cpu = "quick" in opts, "cpu" in opts
   full = bool(opts & {"tfds", "reference"})  # the recipe on the full 50k
   c = ml_collections.ConfigDict()
@@ -94,12 +55,7 @@ def get_config(arg=None):
   c.async_checkpoints = True
   c.parallel = dict(fsdp=False)
 
-  c.data = dict(name="cifar10", source="tfds" if full else "embedded",
-                path="", tfds_data_dir="", tfds_name="cifar10",
-                val_size=0, test_size=1000, split_seed=0, max_train=0,
-                max_test=0, pretrain_split="pretrain",
-                # input pipeline (threads, workers, bad_records, ...)
-                **LOADER_FIELDS)
+  c.data = common.data("cifar10", source="tfds" if full else "embedded")
 
   c.model = dict(
       backbone="resnet18", stem="cifar",
@@ -119,7 +75,9 @@ def get_config(arg=None):
       normalize=True)
 
   # Encoder optimiser: PyTorch SGD, coupled wd on every parameter, per-epoch
-  # cosine ("constant" also works); the mask's uses metamask.mask_*.
+  # cosine ("constant" also works); the mask's uses metamask.mask_*. Only
+  # these keys: the method fills the rest, and sizes the per-epoch cosine
+  # from metamask.steps_per_epoch / epochs (not common.optim's defaults).
   # :cpu: lr 0.05 (as :quick): the reference's 1e-3 x 77,600 steps cannot
   # move the weights as far in 700 steps (untuned; select on validation).
   lr = 0.05 if quick or cpu else 1e-3

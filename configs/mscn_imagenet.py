@@ -1,36 +1,12 @@
 r"""MSCN on ImageNet-1k with ResNet-50: the documented pod recipe (NOT run here).
 
 Paper: Jing, Zhu & LeCun, arXiv 2206.07700 (ImageNet-1k / ResNet-50
-defaults; [A] = assumed where the paper gives none). Method "siamese" (maskssl/methods/siamese.py):
-
-* Backbone: ResNet-50 v1.5, ImageNet stem, NHWC, Kaiming-normal fan_out
-  init, ``zero_init_residual=True``, BN eps 1e-5 / torch momentum 0.1;
-  BatchNorm statistics over the global batch of each view (SyncBN semantics
-  under a sharded ``jit``), one forward per view / masked copy.
-* Projector: per loss (spec 2.2): vicreg 2048-8192-8192-8192 (no last bias),
-  barlow_twins 8192x3 without biases, simclr 2048-2048-128.
-* Loss: ``vicreg`` 25/25/1 (default framework [A]); ``--config.loss.name``
-  switches to ``simclr`` (tau 0.1) or ``barlow_twins`` (lambda 5e-3).
-* Masking (``config.mscn``): HPF k = 13, sigma = 5 on the [0, 1] image,
-  / 0.08 [R]; grid 7x7, ratio U[0.05, 0.25] [R]; focal window 200/224 [R];
-  kinds focal 0.2 / grid 0.24 / channel 0.56 [R]; noise N(0, 0.25^2) [R];
-  J = 2 masked copies of view A [A]; view B unmasked (asymmetric);
-  ``hpf_at_eval=True``. ``--config.mscn.enabled=False`` = plain baseline.
-* Augmentation: RandomResizedCrop(224, scale (0.08, 1)) + flip on device;
-  ``photometric="none"`` (spec default [A]; "simclr" adds jitter/grayscale).
-* Optimiser: LARS (momentum 0.9, trust coefficient 1e-3, biases and BN
-  excluded from weight decay and adaptation), base lr 0.2 x batch/256,
-  wd 1e-6, 10 warm-up epochs, cosine to base/1000; batch 2048; 100 epochs
-  (ablations) -- use ``:long`` for 300 epochs (headline runs).
-* Precision: float32 params; ``--config.model.compute_dtype=bfloat16`` for
-  the convolutions (BN statistics, HPF and losses stay float32).
-* Data: TFDS ``imagenet2012`` prepared locally (``data.tfds_data_dir``).
-  GAP: the library has no ImageNet data module yet; ``data.name =
-  "imagenet2012"`` needs one registered in maskssl/data/__init__.py (decode +
-  resize to a fixed host size, uint8 NHWC; crops then happen on device);
-  evaluation: kNN monitor (k=20, t=0.07) and a linear probe on frozen
-  2048-d features (VICReg protocol: 100 epochs, SGD momentum 0.9, lr 0.3
-  cosine, wd 1e-6, batch 256), both with the HPF at eval.
+defaults). Method "siamese": a ResNet-50 v1.5, the vicreg projector
+2048-8192-8192-8192, the MSCN masks at 224 px (HPF k = 13, sigma = 5; grid
+7x7; J = 2 masked copies), LARS (base lr 0.2 x batch/256, wd 1e-6, 10
+warm-up epochs, cosine), batch 2048, 100 epochs (``:long``: 300). Data:
+TFDS ``imagenet2012`` prepared locally. The full recipe, with provenance,
+is in benchmarks/results/config_history.md.
 
 Command (multi-host pod; the batch axis is sharded over all devices)::
 
@@ -38,28 +14,27 @@ Command (multi-host pod; the batch axis is sharded over all devices)::
         --workdir=gs://BUCKET/mscn_r50_in1k --multihost \
         --config.data.tfds_data_dir=gs://BUCKET/tfds
 
-Not run in this repository (no accelerator, no ImageNet here): the config is
-only checked to build (``get_config()``) and to construct the method. No
-results are claimed; the paper's ImageNet low-shot / VOC / COCO numbers were
-not available when this was written (spec sec. 6).
+Variants: (none) 100 epochs, long (300 epochs, headline runs). Not run in
+this repository (no accelerator, no ImageNet here): only checked to build
+and to construct the method; no results are claimed.
 """
 import ml_collections
 
-from maskssl.data.base import LOADER_FIELDS
-
+from maskssl.config_utils import load_sibling
 from maskssl.masks import mscn as mscn_lib
+
+common = load_sibling(__file__, "common")
 
 TRAIN_SIZE = 1281167
 
 
 def get_config(arg=None):
-  if arg not in (None, "", "long"):
-    raise ValueError(f"unknown variant {arg!r}; use ':long' or nothing")
+  opts = common.variants(arg, ("long",))
   c = ml_collections.ConfigDict()
   c.method = "siamese"
   c.seed = 0
   c.batch_size = 2048
-  epochs = 300 if arg == "long" else 100
+  epochs = 300 if "long" in opts else 100
   spe = TRAIN_SIZE // c.batch_size
   c.total_steps = spe * epochs
   c.num_epochs = 0.0
@@ -69,11 +44,7 @@ def get_config(arg=None):
   c.async_checkpoints = True
   c.parallel = dict(fsdp=False)
 
-  c.data = dict(name="imagenet2012", source="tfds", tfds_name="imagenet2012",
-                tfds_data_dir="", image_key="image", image_size=224,
-                pretrain_split="pretrain",
-                # input pipeline (threads, workers, bad_records, ...)
-                **LOADER_FIELDS)
+  c.data = common.data("imagenet2012")   # TFDS, 224 px crops
 
   c.model = dict(backbone="resnet50", stem="imagenet", width=64,
                  stage_sizes=None, init_scheme="kaiming_fan_out",
@@ -81,9 +52,7 @@ def get_config(arg=None):
                  projector_width=8192, projector_dims=None,
                  projector_init="pytorch")
 
-  c.loss = dict(name="vicreg", temperature=0.1, lambd=5e-3,
-                bt_standardize="batchnorm", bt_eps=1e-5, sim_coeff=25.0,
-                std_coeff=25.0, cov_coeff=1.0, vic_eps=1e-4)
+  c.loss = common.siamese_loss("vicreg")
 
   c.augment = dict(size=224, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0),
                    flip_p=0.5, photometric="none", jitter_p=0.8,
@@ -97,10 +66,8 @@ def get_config(arg=None):
   c.mscn.n_masked_views = 2
 
   base_lr = 0.2 * c.batch_size / 256
-  c.optim = dict(name="lars", lr=base_lr, schedule="cosine",
-                 warmup_steps=10 * spe, end_lr=base_lr / 1000,
-                 weight_decay=1e-6, momentum=0.9, trust_coefficient=1e-3,
-                 clip_norm=0.0)
+  c.optim = common.optim(name="lars", lr=base_lr, warmup_steps=10 * spe,
+                         end_lr=base_lr / 1000, weight_decay=1e-6)
 
   c.evals = ml_collections.ConfigDict()
   c.evals.knn = dict(type="knn", every=0, k=20, temperature=0.07,

@@ -1,79 +1,40 @@
-r"""SD-MAE on PatchCamelyon (Luo et al., arXiv 2203.16983).
+r"""SD-MAE on PatchCamelyon (Luo et al., arXiv 2203.16983); plain MAE is
+configs/mae_pcam.py (this config with ``sdmae.sd_weight = 0``). Default =
+the README recipe: ViT-S/16 at 224, mask ratio 0.6, p = 0.2, AdamW lr 2.4e-3
+(6e-4 x 1024/256), 100 epochs of TFDS ``patch_camelyon`` (prepared locally);
+linear probe, reconstruction PNG, fine-tuning with MAE's recipe.
 
-Default = the README recipe: ViT-S/16 at 224 (96 px patches upsampled by the
-random-resized crop), mask ratio 0.6 (117 of 196), p = 0.2, heads 2048 /
-256 / 4096, AdamW (0.9, 0.999), lr 6e-4 x 1024/256 = 2.4e-3, 5 warm-up
-epochs then per-step cosine to 1e-5, weight decay 0.05 (not on biases, norm
-params, q/v biases, mask token), no clipping, 100 epochs of the 262,144
-training patches (TFDS ``patch_camelyon``, prepared locally).
-
-Variants (``:a,b``): ``quick`` (tiny ViT on the embedded 300-patch sample,
-seconds on CPU), ``sample`` (6-block ViT-Ti/16 at 96 on the embedded sample,
-the budget of the SD-MAE vs MAE comparison below), ``p8`` (small_patch8_96,
-native resolution), ``tiny`` / ``base`` (encoder size), ``reference`` (the
-default, by name; tests/test_recipes.py checks it against the recipe),
-``cpu`` (benchmarks/reproduce_images.py: the PCam 10k tar via
---config.data.path, 1,000 test / 900 val held out; 12-block ViT-Ti/16 at 96
-px, batch 128, 12 epochs of 9,000 patches ~ 0.4 % of the recipe's 100 x
-262,144 examples at ~1/20 of its FLOPs per image; probe 10 epochs; MAE
-fine-tune recipe for 4 epochs; 1.8 CPU-s/step on the loaded CPU, ~1 s on 2
-idle cores: ~15 min pretraining, ~30 min with the evaluations).  Plain
-MAE is ``configs/mae_pcam.py`` (the same config with ``sdmae.sd_weight = 0``).
-
-Commands:
   python -m maskssl.main --config=configs/sdmae_pcam.py:quick --workdir=runs/sdmae_quick
   python -m maskssl.main --config=configs/sdmae_pcam.py:sample --workdir=runs/sdmae_sample
   python benchmarks/reproduce_images.py --task=pcam   # random init, MAE, SD-MAE
   python -m maskssl.main --config=configs/sdmae_pcam.py \
       --config.data.tfds_data_dir=~/tensorflow_datasets --workdir=runs/sdmae_pcam
-  # a folder of H&E patches (root/{train,test}/<class>/*.png) instead of TFDS:
-  python -m maskssl.main --config=configs/sdmae_pcam.py:p8 \
-      --config.data.source=path --config.data.path=/data/patches
+Variants (``:a,b``): quick (tiny ViT, embedded sample), sample (6-block
+ViT-Ti/16 at 96 px, embedded sample), p8 (patch 8 at 96 px), tiny / base
+(encoder size), reference (= default), cpu (the reproduction budget, PCam
+10k tar via --config.data.path; excludes quick and sample).
 
-Evaluations: linear probe (BatchNorm without affine + linear, on the mean-
-pooled encoder features), a reconstruction PNG
-(``<workdir>/eval/reconstruction/reconstruction.png``) and, in the full
-config, fine-tuning with layer-wise lr decay 0.75 and MAE's fine-tune recipe
-(RandAugment, random erasing, Mixup / CutMix, label smoothing, 2-class
-soft-target cross-entropy; ``evals.finetune.augment=none`` for plain
-fine-tuning).
-
-Measured (2 CPU cores shared with other jobs, load average 6-11, so all
-timings are pessimistic; float32):
-  :quick   -- 40 steps + linear probe + reconstruction PNG: 73 s wall
-              (compile 33 s). SD-MAE: loss 1.34, probe AUC 0.636 / acc 0.57;
-              MAE (configs/mae_pcam.py:quick): loss 0.99, AUC 0.637 / 0.60.
-              --mode=evaluate from the orbax checkpoint reproduces the same
-              numbers; the shared fine-tune evaluator runs from it as well.
-  :sample  -- old probe protocol (benchmarks/results/sdmae_pcam_probe.json;
-              now benchmarks/reproduce_images.py --task=pcam), 200 steps,
-              linear-probe test AUC (100 patches), mean +- std over seeds
-              0, 1, 2:  SD-MAE 0.676 +- 0.021 (acc 0.620 +- 0.044),
-              MAE 0.661 +- 0.023 (acc 0.637 +- 0.032), random-init encoder
-              0.717 +- 0.023 (acc 0.660 +- 0.036). SD-MAE - MAE AUC per seed:
-              +0.010, +0.025, +0.008. The sample is NOT big enough to
-              separate the methods: the gap is within one AUC standard
-              error of 100 test patches (~0.05), and at this budget neither
-              pretraining beats a random-init encoder.
+:sample linear-probe test AUC, 100 patches, seeds 0-2 (within noise; more
+in benchmarks/results/config_history.md):
+  SD-MAE 0.676 +- 0.021   MAE 0.661 +- 0.023   random init 0.717 +- 0.023
 """
 import ml_collections
 
-from maskssl.data.base import LOADER_FIELDS
+from maskssl.config_utils import load_sibling
 
+common = load_sibling(__file__, "common")
 
+VARIANTS = ("quick", "sample", "p8", "tiny", "base", "reference", "cpu")
 # :cpu budget (pretraining / fine-tune / probe epochs on the 10k PCam tar)
 CPU_EPOCHS, CPU_FT_EPOCHS, CPU_PROBE_EPOCHS = 12, 4, 10
+# no weight decay on these (nor on biases and norm params)
+NO_DECAY = ("q_bias", "v_bias", "mask_token")
 
 
 def get_config(arg=None):
-  opts = set(a for a in (arg or "").split(",") if a)
-  known = {"quick", "sample", "p8", "tiny", "base", "reference", "cpu"}
-  if opts - known:
-    raise ValueError(f"unknown variant(s) {sorted(opts - known)}; use "
-                     f"{sorted(known)}")
+  opts = common.variants(arg, VARIANTS,
+                         exclusive=[("cpu", "quick"), ("cpu", "sample")])
   quick, sample, cpu = "quick" in opts, "sample" in opts, "cpu" in opts
-  if cpu and (quick or sample):
-    raise ValueError("cpu excludes quick and sample")
   small_data = quick or sample
   c = ml_collections.ConfigDict()
   c.method = "sdmae"
@@ -87,11 +48,7 @@ def get_config(arg=None):
   c.keep_checkpoints = 3
   c.async_checkpoints = True
 
-  c.data = dict(name="pcam", source="tfds", path="", tfds_data_dir="",
-                resize=0, crop=0, val_fraction=0.2, test_fraction=0.2,
-                split_seed=0, max_examples=0, pretrain_split="pretrain",
-                # input pipeline (threads, workers, bad_records, ...)
-                **LOADER_FIELDS)
+  c.data = common.data("pcam", source="tfds")
 
   c.model = dict(variant="small", image_size=224, patch_size=16, enc_dim=0,
                  enc_depth=0, enc_heads=0, dec_dim=0, dec_depth=0,
@@ -112,11 +69,9 @@ def get_config(arg=None):
       encode_pool="fc_norm")
 
   base_lr = 6e-4
-  c.optim = dict(name="adamw", lr=base_lr * c.batch_size / 256,
-                 schedule="cosine", warmup_steps=5 * steps_per_epoch,
-                 warmup_fraction=0.0, end_lr=1e-5, weight_decay=0.05,
-                 no_decay_names=("q_bias", "v_bias", "mask_token"),
-                 clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8)
+  c.optim = common.optim(lr=base_lr * c.batch_size / 256,
+                         warmup_steps=5 * steps_per_epoch, end_lr=1e-5,
+                         weight_decay=0.05, no_decay_names=NO_DECAY)
   c.parallel = dict(fsdp=False, fsdp_min_size=2 ** 14)
   # fine-tuning model settings read by SDMAE.classifier
   c.finetune = dict(drop_path=0.1, init_scale=0.001)
@@ -144,11 +99,9 @@ def get_config(arg=None):
       inits=("pretrained",), batch_size=1024, num_epochs=100.0,
       total_steps=0, eval_every=2000, log_every=200, eval_batch_size=512,
       task="auto", verbose=True, layer_decay=0.75,
-      optim=dict(name="adamw", lr=1e-3 * 1024 / 256, schedule="cosine",
-                 warmup_steps=5 * steps_per_epoch, end_lr=1e-6,
-                 weight_decay=0.05,
-                 no_decay_names=("q_bias", "v_bias", "mask_token"),
-                 clip_norm=0.0, b1=0.9, b2=0.999, eps=1e-8),
+      optim=common.optim(lr=1e-3 * 1024 / 256,
+                         warmup_steps=5 * steps_per_epoch, end_lr=1e-6,
+                         weight_decay=0.05, no_decay_names=NO_DECAY),
       model_overrides={},
       # The MAE fine-tune recipe (main_finetune.py, which SD-MAE uses), on
       # device in the train step: RandomResizedCrop(crop_scale, crop_ratio,

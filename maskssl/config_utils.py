@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 
 import ml_collections
@@ -36,15 +37,30 @@ def from_config(cls, cfg=None, component: str | None = None, **extra):
   return cls(**kw)
 
 
-def load_config_file(arg: str):
-  """``path.py[:variant]`` -> ``get_config(variant)`` (as ``--config`` does)."""
+def load_module(path: str, name: str = "_maskssl_config"):
+  """The Python file ``path`` executed as a fresh module named ``name``."""
   import importlib.util
-  path, _, variant = arg.partition(":")
-  spec = importlib.util.spec_from_file_location("_maskssl_config", path)
+  spec = importlib.util.spec_from_file_location(name, path)
   if spec is None or spec.loader is None:
     raise ConfigError(f"cannot load config file {path!r}")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_sibling(file: str, name: str):
+  """Module ``name`` beside ``file``: ``load_sibling(__file__, "common")``
+  in a config file. Config files are loaded by path (``--config=``), so
+  their folder need not be on ``sys.path`` whatever the working directory."""
+  folder = os.path.dirname(os.path.abspath(file))
+  return load_module(os.path.join(folder, name + ".py"),
+                     f"_maskssl_config_{name}")
+
+
+def load_config_file(arg: str):
+  """``path.py[:variant]`` -> ``get_config(variant)`` (as ``--config`` does)."""
+  path, _, variant = arg.partition(":")
+  module = load_module(path)
   return module.get_config(variant) if variant else module.get_config()
 
 

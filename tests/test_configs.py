@@ -1,30 +1,38 @@
 """Every config file and variant builds: get_config, its data schema, the
 method, its evaluators, and ``jax.eval_shape`` of ``init_state`` on a tiny
 batch."""
+import dataclasses
 import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from maskssl.config_utils import ConfigError, load_config_file
-from maskssl.data import check_data_config
+from maskssl.config_utils import ConfigError, load_config_file, load_module
+from maskssl.data import check_data_config, data_schema
 from maskssl.evaluators import make_evaluator
 from maskssl.methods import get_method
+from maskssl.optim import OptimConfig
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "configs")
 VARIANTS = {
-    "mae_pcam": ["", "quick"],
-    "metamask_cifar10": ["", "quick", "tfds"],
-    "mscn_cifar10": ["", "quick", "compare", "tfds"],
+    "mae_pcam": ["", "quick", "cpu"],
+    "metamask_cifar10": ["", "quick", "tfds", "reference", "cpu"],
+    "mscn_cifar10": ["", "quick", "compare", "tfds", "reference", "cpu",
+                     "cpu,barlow_twins", "quick,simclr"],
     "mscn_imagenet": ["", "long"],
-    "sdmae_pcam": ["", "quick", "sample"],
+    "sdmae_pcam": ["", "quick", "sample", "p8", "tiny", "base", "reference",
+                   "cpu", "quick,p8"],
     "sma_image": ["", "quick", "reference"],
     "sma_molecule": ["", "quick", "cpu", "reference"],
     "sma_protein": ["", "quick", "cpu", "reference"],
     "sma_particle": ["", "quick", "cpu", "short_ft", "quick,short_ft"],
 }
 CASES = [(n, v) for n, vs in VARIANTS.items() for v in vs]
+common = load_module(os.path.join(ROOT, "common.py"), "_test_configs_common")
 
 
 def _config(name, variant=""):
@@ -102,3 +110,81 @@ def test_unknown_model_mask_or_loss_key_fails_naming_it(name, section, key):
   with pytest.raises(ConfigError, match=rf"'{key}' for config\.{section}"
                      r".*Did you mean.*Allowed keys"):
     get_method(c)
+
+
+def test_variants_parse_and_name_an_unknown_one():
+  known = ("quick", "cpu", "short_ft")
+  assert common.variants(None, known) == set()
+  assert common.variants("", known) == set()
+  assert common.variants("cpu,short_ft", known) == {"cpu", "short_ft"}
+  with pytest.raises(ValueError, match=r"unknown variant 'qiuck' in "
+                     r"'cpu,qiuck'; use any of quick, cpu, short_ft"):
+    common.variants("cpu,qiuck", known)
+  with pytest.raises(ValueError, match="variants quick and cpu exclude"):
+    common.variants("cpu,quick", known, exclusive=[("quick", "cpu")])
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_config_rejects_an_unknown_variant_naming_it(name):
+  with pytest.raises(ValueError, match="'bogus'"):
+    _config(name, "bogus")
+
+
+def test_optim_defaults_are_optim_config_defaults():
+  assert common.optim() == dataclasses.asdict(OptimConfig())
+  got = common.optim(lr=0.5, clip_norm=1.0)
+  assert got == dict(dataclasses.asdict(OptimConfig()), lr=0.5, clip_norm=1.0)
+  with pytest.raises(ConfigError, match="weight_decy"):
+    common.optim(weight_decy=0.1)
+
+
+def test_data_defaults_are_the_schema_defaults():
+  for name in ("higgs", "cifar10", "pcam", "proteins"):
+    assert common.data(name) == dataclasses.asdict(data_schema({"name": name}))
+  assert common.data("higgs", workers=4)["workers"] == 4
+  with pytest.raises(ConfigError, match="test_sise"):
+    common.data("higgs", test_sise=10)
+
+
+@pytest.mark.parametrize("name,variant", CASES)
+def test_optim_and_data_sections_hold_every_schema_field(name, variant):
+  """So every field can be overridden on the command line (MetaMask's
+  optim is partial: the method fills the rest from config.metamask)."""
+  c = _config(name, variant)
+  fields = {f.name for f in dataclasses.fields(type(data_schema(c.data)))}
+  assert set(c.data) == fields
+  if c.method != "metamask":
+    assert set(c.optim) == {f.name for f in dataclasses.fields(OptimConfig)}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_config_docstring_is_short(name):
+  doc = load_module(os.path.join(ROOT, name + ".py")).__doc__
+  assert doc and len(doc.strip().splitlines()) <= 22
+
+
+def test_config_loads_by_absolute_path_from_another_directory(tmp_path):
+  """configs/ need not be on sys.path: a config finds common.py beside it
+  (load_config_file and ml_collections' --config loader, as maskssl.main)."""
+  path = os.path.abspath(os.path.join(ROOT, "mae_pcam.py"))
+  script = textwrap.dedent(f"""
+      import importlib.util
+      from absl import flags
+      from ml_collections import config_flags
+      from maskssl.config_utils import load_config_file
+      assert importlib.util.find_spec("configs") is None
+      c = load_config_file({path + ":quick"!r})
+      argv = ["x", "--config={path}:quick",
+              "--config.optim.trust_coefficient=0.002",
+              "--config.data.test_path=test.tar"]
+      flag = config_flags.DEFINE_config_file("config", sys_argv=argv)
+      flags.FLAGS(argv)
+      assert flag.value.sdmae.sd_weight == c.sdmae.sd_weight == 0.0
+      v = flag.value
+      print(v.optim.trust_coefficient, v.data.test_path, v.batch_size)
+      """)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["0.002", "test.tar", "40"]

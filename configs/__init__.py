@@ -1,0 +1,1 @@
+"""Config files, loaded by path (``--config=configs/x.py:variant``)."""
