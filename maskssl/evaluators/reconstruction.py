@@ -14,34 +14,11 @@ import os
 import jax
 import numpy as np
 
+from maskssl import plots
 from maskssl.data import load_split
 from maskssl.evaluators import common
 
 COLUMNS = ("original", "masked", "reconstruction")
-
-
-def plot_grid(path: str, original, masked, recon, cell_inches: float = 1.6):
-  """Save a titled (rows x 3) grid of float images in [0, 1]."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  n = len(original)
-  fig, axes = plt.subplots(n, 3, figsize=(3 * cell_inches, n * cell_inches),
-                           squeeze=False)
-  for i, row in enumerate(zip(original, masked, recon)):
-    for j, img in enumerate(row):
-      ax = axes[i, j]
-      ax.imshow(np.clip(np.asarray(img, np.float32), 0, 1),
-                interpolation="nearest")
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if i == 0:
-        ax.set_title(COLUMNS[j], fontsize=10)
-      if j == 0:
-        ax.set_ylabel(f"image {i}", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
 
 
 class Reconstruction:
@@ -63,7 +40,9 @@ class Reconstruction:
         jax.jit(self.reconstruct)(state, images, rng))
     if jax.process_index() == 0:
       os.makedirs(workdir, exist_ok=True)
-      plot_grid(os.path.join(workdir, "reconstruction.png"), orig, masked,
-                recon)
+      plots.image_grid(os.path.join(workdir, "reconstruction.png"),
+                       [orig, masked, recon], COLUMNS,
+                       [f"image {i}" for i in range(n)], cell_inches=1.6,
+                       dpi=100, title_size=10)
     metrics = self.eval_step(state, {"image": images})
     return {"recon_loss": float(metrics["loss_rec"])}

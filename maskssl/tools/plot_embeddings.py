@@ -21,22 +21,12 @@ import sys
 
 import numpy as np
 
+from maskssl import plots
 from maskssl.data.base import DataError
 
 
-class PlotError(RuntimeError):
-  """A missing optional dependency or bad arguments; the message says which."""
-
-
-def _pyplot():
-  try:
-    import matplotlib  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    raise PlotError("plot_embeddings needs matplotlib "
-                    "(pip install matplotlib)") from None
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  return plt
+PlotError = plots.PlotError
+_pyplot = plots.pyplot
 
 
 def project(emb: np.ndarray, method: str = "pca", seed: int = 0,

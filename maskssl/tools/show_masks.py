@@ -19,12 +19,10 @@ the data registry, or from ``--npz`` (CIFAR row layout, ``test_data`` /
 ``train_data``), or, by default without a config, from
 ``../shared/data/cifar10_partial/cifar10_partial.npz`` beside the checkout.
 
-Uses matplotlib when it is installed; otherwise a Pillow PNG
-with a 3x5 bitmap font for the column labels.
+Written with matplotlib (:func:`maskssl.plots.image_grid`).
 """
 from __future__ import annotations
 
-import os
 import pathlib
 
 import jax
@@ -33,7 +31,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from maskssl.data import images
+from maskssl import plots
 from maskssl.masks import mscn
 
 COLUMNS = ("original", "hpf", "grid zero no hpf", "grid mask", "grid noise",
@@ -52,27 +50,8 @@ def _define_flags():
   flags.DEFINE_string("npz", None, "CIFAR-layout npz to read images from.")
   flags.DEFINE_string("split", "test", "Data split to read.")
   flags.DEFINE_integer("num_images", 6, "Rows (images).")
-  flags.DEFINE_integer("scale", 4, "Nearest-neighbour upscaling factor.")
+  flags.DEFINE_integer("scale", 4, "Cell size: 0.35 x scale inches at 120 dpi.")
   flags.DEFINE_integer("seed", 0, "PRNG seed for the masks.")
-
-# 3x5 bitmap font (rows top to bottom, 3 bits each, MSB = left).
-_FONT = {
-    "a": "010101111101101", "b": "110101110101110", "c": "011100100100011",
-    "d": "110101101101110", "e": "111100110100111", "f": "111100110100100",
-    "g": "011100101101011", "h": "101101111101101", "i": "111010010010111",
-    "j": "001001001101010", "k": "101101110101101", "l": "100100100100111",
-    "m": "101111111101101", "n": "110101101101101", "o": "010101101101010",
-    "p": "110101110100100", "q": "010101101110011", "r": "110101110101101",
-    "s": "011100010001110", "t": "111010010010010", "u": "101101101101111",
-    "v": "101101101101010", "w": "101101111111101", "x": "101101010101101",
-    "y": "101101010010010", "z": "111001010100111", " ": "000000000000000",
-    "+": "000010111010000", "-": "000000111000000", ".": "000000000000010",
-    "0": "111101101101111", "1": "010110010010111", "2": "110001010100111",
-    "3": "110001010001110", "4": "101101111001001", "5": "111100110001110",
-    "6": "011100111101111", "7": "111001010010010", "8": "111101111101111",
-    "9": "111101111001110",
-}
-
 
 def default_npz_path() -> pathlib.Path:
   repo = pathlib.Path(__file__).resolve().parents[2]
@@ -131,75 +110,11 @@ def gallery_columns(rng, images_uint8: np.ndarray, cfg) -> list[np.ndarray]:
   return cols
 
 
-def _text(label: str, width: int, height: int = 9, px: int = 1) -> np.ndarray:
-  canvas = np.ones((height, width), np.float32)
-  x = 2
-  for ch in label.lower():
-    g = _FONT.get(ch, _FONT[" "])
-    bits = np.array([int(b) for b in g], np.float32).reshape(5, 3)
-    bits = np.kron(bits, np.ones((px, px)))
-    if x + bits.shape[1] > width:
-      break
-    y = (height - bits.shape[0]) // 2
-    canvas[y:y + bits.shape[0], x:x + bits.shape[1]] -= bits
-    x += bits.shape[1] + px
-  return np.clip(canvas, 0, 1)
-
-
-def compose(cols: list[np.ndarray], labels, scale: int, pad: int = 2
-            ) -> np.ndarray:
-  """(rows*cell + header, cols*cell) RGB float image."""
-  n, hh, ww, _ = cols[0].shape
-  ch, cw = hh * scale, ww * scale
-  header = 12
-  out = np.full((header + n * (ch + pad) + pad,
-                 len(cols) * (cw + pad) + pad, 3), 0.6, np.float32)
-  out[:header] = 1.0
-  for j, col in enumerate(cols):
-    x0 = pad + j * (cw + pad)
-    lbl = _text(labels[j], cw + pad, header - 2)
-    out[1:header - 1, x0:x0 + cw + pad][..., :] = lbl[:, :out.shape[1] - x0,
-                                                      None]
-    for i in range(n):
-      y0 = header + pad + i * (ch + pad)
-      img = np.kron(col[i], np.ones((scale, scale, 1)))
-      out[y0:y0 + ch, x0:x0 + cw] = img
-  return out
-
-
-def write_png(path, rgb: np.ndarray) -> None:
-  """Float RGB in [0, 1] -> 8-bit PNG (Pillow)."""
-  images.write_png(str(path), (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
-
-
-def read_png(path) -> np.ndarray:
-  """The uint8 (H, W, 3) of a PNG :func:`write_png` wrote."""
-  return images.read_png(str(path))[..., :3]
-
-
 def save_gallery(path, cols, labels, scale: int) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  try:
-    import matplotlib  # noqa: F401
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-  except ImportError:
-    write_png(path, compose(cols, labels, scale))
-    return "zlib"
-  n = cols[0].shape[0]
-  fig, axes = plt.subplots(n, len(cols), figsize=(1.4 * len(cols), 1.4 * n),
-                           squeeze=False)
-  for j, col in enumerate(cols):
-    for i in range(n):
-      ax = axes[i, j]
-      ax.imshow(col[i], interpolation="nearest")
-      ax.set_xticks([]), ax.set_yticks([])
-      if i == 0:
-        ax.set_title(labels[j], fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return "matplotlib"
+  """The gallery as a titled matplotlib grid, cells ``0.35 * scale``
+  inches (1.4 at the default 4)."""
+  return plots.image_grid(path, cols, labels, cell_inches=0.35 * scale,
+                          dpi=120, title_size=7)
 
 
 def main(argv):
@@ -208,9 +123,9 @@ def main(argv):
   cfg = config.mscn if config is not None else mscn.default_config(32)
   images = load_images(config, FLAGS.npz, FLAGS.split, FLAGS.num_images)
   cols = gallery_columns(jax.random.PRNGKey(FLAGS.seed), images, cfg)
-  backend = save_gallery(FLAGS.out, cols, COLUMNS, FLAGS.scale)
+  save_gallery(FLAGS.out, cols, COLUMNS, FLAGS.scale)
   summary = mscn.resolved_summary(cfg, images.shape[1])
-  print(f"wrote {FLAGS.out} ({backend}); {len(images)} images x "
+  print(f"wrote {FLAGS.out}; {len(images)} images x "
         f"{len(cols)} columns: {', '.join(COLUMNS)}; mscn: {summary}")
 
 

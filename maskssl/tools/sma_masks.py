@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskssl import plots
 from maskssl.data.base import DataError
 
 
@@ -242,27 +243,8 @@ def _overlay(pics: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _grid_png(out, cols, titles, row_labels, title, scale=None):
-  from maskssl.tools.plot_embeddings import _pyplot
-  plt = _pyplot()
-  n, k = len(cols[0]), len(cols)
-  cell = 1.55 if scale is None else float(scale)
-  fig, axes = plt.subplots(n, k, figsize=(cell * k + 0.9, cell * n + 0.9),
-                           squeeze=False)
-  for j, col in enumerate(cols):
-    for i in range(n):
-      ax = axes[i, j]
-      ax.imshow(col[i], interpolation="nearest")
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if i == 0:
-        ax.set_title(titles[j], fontsize=9)
-      if j == 0:
-        ax.set_ylabel(row_labels[i], fontsize=9)
-  fig.suptitle(_wrap(title, 110), fontsize=9.5)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
+  plots.image_grid(out, cols, titles, row_labels, title,
+                   cell_inches=1.55 if scale is None else float(scale))
 
 
 def _wrap(text: str, width: int) -> str:
@@ -304,8 +286,7 @@ def _heatmaps(out, mats, names, title):
   """One joint-frequency panel per step (diagonal left blank: the mask
   rates are in the row labels instead, so they do not swamp the colour
   scale) and the log2 ratio to random masking of the last step."""
-  from maskssl.tools.plot_embeddings import _pyplot
-  plt = _pyplot()
+  plt = plots.pyplot()
   k = len(mats) + 1
   fig, axes = plt.subplots(1, k, figsize=(8.6 * k, 8.4), squeeze=False)
   axes = axes[0]
