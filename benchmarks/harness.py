@@ -8,6 +8,7 @@ one jitted, donated step.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -62,3 +63,13 @@ def sharded_step(method, batch, train_step=None, seed: int = 0):
   return dict(compiled=compiled, state=state, batch=batch,
               compile_s=compile_s, flops=flops_of(compiled),
               devices=mesh.devices.size)
+
+
+def emit_json(res: dict, out: str = "", indent: int = 1) -> str:
+  """Print ``res`` as JSON and, with ``out``, write it there too."""
+  text = json.dumps(res, indent=indent)
+  print(text)
+  if out:
+    with open(out, "w") as f:
+      f.write(text + "\n")
+  return text

@@ -18,7 +18,6 @@ time of a step (less sensitive to other processes on a shared machine) and
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -126,11 +125,7 @@ def main(argv=None):
     res["loadavg_end"] = os.getloadavg()[0]
   except OSError:
     pass
-  out = json.dumps(res, indent=2)
-  print(out)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(out + "\n")
+  harness.emit_json(res, args.out, indent=2)
 
 
 if __name__ == "__main__":

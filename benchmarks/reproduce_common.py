@@ -14,6 +14,15 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def add_run_flags(p):
+  """The flags both reproduction scripts take: extra maskssl.main flags and
+  where the result files go."""
+  p.add_argument("--extra_flags", default="",
+                 help="more flags for every maskssl.main run (smoke tests)")
+  p.add_argument("--results", default=os.path.join(REPO, "benchmarks",
+                                                   "results"))
+
+
 def tuple_flag(values) -> str:
   """``(0,1,2)`` / ``(0,)``: a tuple as an ml_collections flag value."""
   return "(" + ",".join(map(str, values)) + ("," if len(values) == 1 else

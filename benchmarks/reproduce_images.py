@@ -35,8 +35,9 @@ import sys
 
 import numpy as np
 
-from reproduce_common import (REPO, arms_stats, difference, read_json,
-                              run_commands, tuple_flag, write_results)
+from reproduce_common import (REPO, add_run_flags, arms_stats, difference,
+                              read_json, run_commands, tuple_flag,
+                              write_results)
 MSCN, MM = "configs/mscn_cifar10.py", "configs/metamask_cifar10.py"
 SDMAE, MAE = "configs/sdmae_pcam.py", "configs/mae_pcam.py"
 NO_MASK = ("--config.mscn.enabled=False",)
@@ -316,10 +317,7 @@ def main():
                                           "data")))
   p.add_argument("--root", default="", help="default: ~/maskssl_runs/"
                  "reproduce_images_<task>[_<variant>]")
-  p.add_argument("--extra_flags", default="",
-                 help="more flags for every maskssl.main run")
-  p.add_argument("--results", default=os.path.join(REPO, "benchmarks",
-                                                   "results"))
+  add_run_flags(p)
   args = p.parse_args()
   spec = TASKS[args.task]
   suffix = "" if args.variant == "cpu" else f"_{args.variant}"

@@ -30,8 +30,9 @@ import os
 import shlex
 import sys
 
-from reproduce_common import (REPO, arms_stats, difference, read_json,
-                              run_commands, tuple_flag, write_results)
+from reproduce_common import (REPO, add_run_flags, arms_stats, difference,
+                              read_json, run_commands, tuple_flag,
+                              write_results)
 
 # domain -> config, default root, reference pretraining size (sma spec 5.1)
 DOMAINS = {
@@ -185,10 +186,7 @@ def main():
                  help="run directory (default ~/maskssl_runs/<domain root>)")
   p.add_argument("--config", default="", help="default: the domain's :cpu")
   p.add_argument("--arms", default="sma,random_mask")
-  p.add_argument("--extra_flags", default="",
-                 help="more flags for every maskssl.main run (smoke tests)")
-  p.add_argument("--results", default=os.path.join(REPO, "benchmarks",
-                                                   "results"))
+  add_run_flags(p)
   args = p.parse_args()
   spec = DOMAINS[args.domain]
   config = args.config or spec["config"]

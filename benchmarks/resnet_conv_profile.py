@@ -23,13 +23,14 @@ is recorded with the numbers).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import harness  # noqa: E402  (benchmarks/; sets sys.path for maskssl)
 
 DN = ("NHWC", "HWIO", "NHWC")
 # (H_in, C_in, C_out, k, stride, count in ResNet-18 with the CIFAR stem)
@@ -132,11 +133,7 @@ def main():
              devices=len(jax.devices()), cpus=len(os.sched_getaffinity(0)),
              load_start=load0, load_end=os.getloadavg(),
              xla_flags=os.environ.get("XLA_FLAGS", ""))
-  text = json.dumps(res, indent=1)
-  print(text)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write(text + "\n")
+  harness.emit_json(res, args.out)
 
 
 if __name__ == "__main__":

@@ -125,15 +125,10 @@ def _tfds(name: str, data_dir: str):
 
 
 def _npz(path: str, test_size: int, seed: int):
-  from maskssl.data.images import read_npz  # pylint: disable=import-outside-toplevel
+  from maskssl.data.images import npz_keys, read_npz  # pylint: disable=import-outside-toplevel
   if not os.path.exists(path):
     raise DataError(f"data.path {path!r} does not exist")
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      keys = set(z.files)
-  except Exception as e:
-    raise DataError(f"{path}: cannot read .npz ({type(e).__name__}: {e})"
-                    ) from e
+  keys = npz_keys(path)
   if "train_images" in keys:
     tr_x, tr_y = read_npz(path, "train_")
     if "test_images" not in keys:

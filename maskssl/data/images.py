@@ -139,6 +139,17 @@ def as_uint8_images(images: np.ndarray, where: str) -> np.ndarray:
   return np.ascontiguousarray(x[..., :3])
 
 
+def npz_keys(path: str) -> set:
+  """The array names of an ``.npz`` (DataError naming the file if it is not
+  one)."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return set(z.files)
+  except Exception as e:
+    raise DataError(f"{path}: cannot read .npz ({type(e).__name__}: {e})"
+                    ) from e
+
+
 def read_npz(path: str, prefix: str = ""):
   """(images uint8 NHWC, labels int32) from keys ``{prefix}images`` and
   ``{prefix}labels`` (labels optional: -1 when absent)."""

@@ -181,12 +181,7 @@ def _from_parts(parts: dict, split: str, cfg, meta) -> ArrayDataset:
 
 
 def _npz_parts(path: str) -> dict:
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      keys = set(z.files)
-  except Exception as e:
-    raise DataError(f"{path}: cannot read .npz ({type(e).__name__}: {e})"
-                    ) from e
+  keys = images_lib.npz_keys(path)
   parts = {}
   for name, prefix in (("pretrain", "pretrain_"), ("train", "train_"),
                        ("val", "val_"), ("test", "test_")):
