@@ -51,3 +51,18 @@ def test_unknown_parallel_key_is_named():
 def test_shipped_configs_fit_the_top_level_schema(path):
   rc = train_lib.run_config(load_config_file(path))
   assert dataclasses.is_dataclass(rc) and rc.batch_size > 0
+
+
+@pytest.mark.parametrize("path", [
+    "configs/sma_particle.py:quick", "configs/sma_molecule.py:quick",
+    "configs/sma_protein.py:quick", "configs/sma_image.py:quick",
+    "configs/mscn_cifar10.py:quick", "configs/metamask_cifar10.py:quick",
+    "configs/sdmae_pcam.py:quick", "configs/mae_pcam.py:quick"])
+def test_every_method_declares_its_schedule_so_lr_is_logged(path):
+  # the train loop logs lr from method.schedule (tests/test_online_eval.py
+  # checks the logged lines); every method must declare it
+  import numpy as np
+  from maskssl.methods import get_method
+  method = get_method(load_config_file(path))
+  lr = [float(method.schedule(s)) for s in (0, 1, 2)]
+  assert np.isfinite(lr).all() and max(lr) > 0, lr
