@@ -57,6 +57,35 @@ def run_commands(cmds, wd: str, done: str, label: str):
   return read_json(done)
 
 
+def pretraining_stats(wd: str, batch_size: int) -> dict | None:
+  """Throughput and the last monitors of a finished pretraining run in
+  ``wd``: examples/s (median over log windows of steps/s x batch), the
+  share of wall time spent waiting for input, and the final loss /
+  collapse monitors (``emb_std``, ``emb_rank``) where the method logs
+  them. None without a metrics file."""
+  path = os.path.join(wd, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  lines = []
+  with open(path) as f:
+    for line in f:
+      rec = json.loads(line)
+      if rec.get("stage") == "pretrain":
+        lines.append(rec)
+  rates = [r["steps_per_sec"] for r in lines
+           if isinstance(r.get("steps_per_sec"), (int, float))]
+  waits = [r["data_wait_share"] for r in lines
+           if isinstance(r.get("data_wait_share"), (int, float))]
+  if not rates:
+    return None
+  out = dict(examples_per_s=float(np.median(rates)) * batch_size,
+             data_wait_share=float(np.median(waits)) if waits else None)
+  for k in ("loss", "emb_std", "emb_rank"):
+    if k in lines[-1]:
+      out[f"final_{k}"] = float(lines[-1][k])
+  return out
+
+
 def arms_stats(values: dict) -> dict:
   """arm -> {seed: value} as the agreed {mean, std, n, values, seeds}."""
   out = {}

@@ -36,8 +36,8 @@ import sys
 import numpy as np
 
 from reproduce_common import (REPO, add_run_flags, arms_stats, difference,
-                              read_json, run_commands, tuple_flag,
-                              write_results)
+                              pretraining_stats, read_json, run_commands,
+                              tuple_flag, write_results)
 MSCN, MM = "configs/mscn_cifar10.py", "configs/metamask_cifar10.py"
 SDMAE, MAE = "configs/sdmae_pcam.py", "configs/mae_pcam.py"
 NO_MASK = ("--config.mscn.enabled=False",)
@@ -194,7 +194,7 @@ def verdict(diff: dict, higher_is_better: bool = True) -> str:
 
 def aggregate(task, root, seeds, ablation_seeds, variant, argv) -> list[dict]:
   spec = TASKS[task]
-  wall, epochs, per_metric = 0.0, {}, {}
+  wall, epochs, per_metric, pretraining = 0.0, {}, {}, {}
   for name, arm in spec["arms"].items():
     for seed in (ablation_seeds if arm.ablation else seeds):
       wd = os.path.join(root, f"{name}_seed{seed}")
@@ -203,6 +203,10 @@ def aggregate(task, root, seeds, ablation_seeds, variant, argv) -> list[dict]:
         continue
       wall += sum(read_json(os.path.join(wd, "wall.json"), []))
       cfg = read_json(os.path.join(wd, "config.json"), {})
+      stats = (None if arm.init_only else
+               pretraining_stats(wd, int(cfg.get("batch_size", 0) or 0)))
+      if stats:
+        pretraining.setdefault(name, {})[seed] = stats
       if not arm.init_only and cfg.get("total_steps"):
         spe = max(1, spec["train_size"] // int(cfg["batch_size"]))
         epochs[name] = round(float(cfg["total_steps"]) / spe, 2)
@@ -235,7 +239,9 @@ def aggregate(task, root, seeds, ablation_seeds, variant, argv) -> list[dict]:
         seeds=dict(main=list(seeds), ablation=list(ablation_seeds)),
         ablation_arms=[n for n, a in spec["arms"].items()
                        if a.ablation and n in values],
-        arms=arms_stats(values))
+        arms=arms_stats(values),
+        # per arm and seed: images/s, input-wait share, final monitors
+        pretraining={n: p for n, p in pretraining.items() if n in values})
     base = values.get("random_init")
     for name, v in values.items():
       if name != "random_init" and base:

@@ -31,8 +31,8 @@ import shlex
 import sys
 
 from reproduce_common import (REPO, add_run_flags, arms_stats, difference,
-                              read_json, run_commands, tuple_flag,
-                              write_results)
+                              pretraining_stats, read_json, run_commands,
+                              tuple_flag, write_results)
 
 # domain -> config, default root, reference pretraining size (sma spec 5.1)
 DOMAINS = {
@@ -121,6 +121,13 @@ def aggregate(domain, cfg, evals, root, pretrain_seeds, ft_seeds, argv):
   steps = int(cfg.total_steps)
   wall = sum(sum(read_json(os.path.join(root, f"{a}_seed{s}", "wall.json"), []))
              for a in ARMS for s in pretrain_seeds)
+  # per pretraining arm and seed: examples/s, input-wait share, final loss
+  pretraining = {}
+  for arm in ARMS:
+    for s in pretrain_seeds:
+      st = pretraining_stats(os.path.join(root, f"{arm}_seed{s}"), bs)
+      if st:
+        pretraining.setdefault(arm, {})[s] = st
   out = []
   for name, ecfg in evals.items():
     per = {}  # (n_labels) -> metric key -> arm -> [values by seed]
@@ -168,6 +175,7 @@ def aggregate(domain, cfg, evals, root, pretrain_seeds, ft_seeds, argv):
           num_labels=int(n),
           selection="test score at the best-validation step",
           arms=arms_stats(arms),
+          pretraining=pretraining,
           other_metrics={m: arms_stats(a) for m, a in metrics.items()
                          if m != key})
       for a, b in (("sma", "scratch"), ("sma", "random_mask")):

@@ -112,6 +112,28 @@ def test_pcam_reads_probe_and_finetune_metrics(tmp_path):
       "sdmae": dict(mean=0.8, std=0.0, n=2, values=[0.8, 0.8], seeds=[0, 1])}
   assert out["pcam_linear_probe_auc"]["budget"]["epochs"] == 10.0  # 700/70
   assert "comparisons" not in out["pcam_linear_probe_auc"]   # no MAE arm
+  assert out["pcam_linear_probe_auc"]["pretraining"] == {}  # no metrics
+
+
+def test_pretraining_throughput_wait_share_and_monitors(tmp_path):
+  root = str(tmp_path)
+  _write(root, "sdmae", 0, dict(linear_probe=dict(auc=0.7, accuracy=0.6)),
+         total_steps=700, batch_size=128)
+  lines = [dict(step=0, stage="pretrain", loss=2.0, steps_per_sec=None),
+           dict(step=20, stage="pretrain", loss=1.5, steps_per_sec=2.0,
+                data_wait_share=0.01),
+           dict(step=20, stage="eval/knn", knn_top1=0.3),
+           dict(step=40, stage="pretrain", loss=1.2, steps_per_sec=3.0,
+                data_wait_share=0.03, emb_std=0.02, emb_rank=12.5),
+           dict(step=60, stage="pretrain", loss=1.1, steps_per_sec=4.0,
+                data_wait_share=0.02, emb_std=0.03, emb_rank=13.0)]
+  with open(os.path.join(root, "sdmae_seed0", "metrics.jsonl"), "w") as f:
+    f.write("\n".join(json.dumps(l) for l in lines) + "\n")
+  out = {r["task"]: r for r in ri.aggregate(
+      "pcam", root, [0], [0], "cpu", ["--task=pcam"])}
+  assert out["pcam_linear_probe_auc"]["pretraining"] == {"sdmae": {0: dict(
+      examples_per_s=3.0 * 128, data_wait_share=0.02, final_loss=1.1,
+      final_emb_std=0.03, final_emb_rank=13.0)}}
 
 
 @pytest.mark.parametrize("a,b,want", [
