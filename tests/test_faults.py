@@ -92,12 +92,17 @@ def test_sigterm_via_cli_saves_and_rerun_matches_uninterrupted(tmp_path):
   p_ref = _cli(ref, *steps)
   p = _cli(wd, *steps)
   metrics = wd / "metrics.jsonl"
-  deadline = time.time() + 300
+  # a generous deadline: on a loaded 2-core machine start-up (compiling two
+  # runs at once) took over 300 s, and a SIGTERM sent before step 2 made the
+  # step assertion below fail for the wrong reason
+  deadline, reached = time.time() + 900, False
   while time.time() < deadline and p.poll() is None:
     if metrics.exists() and '"step": 2,' in metrics.read_text():
+      reached = True
       break
     time.sleep(0.1)
   assert p.poll() is None, p.communicate()[1][-2000:]
+  assert reached, "the run did not reach step 2 within 900 s"
   p.send_signal(signal.SIGTERM)
   out, err = p.communicate(timeout=240)
   assert p.returncode == 143, err[-2000:]
